@@ -1,0 +1,62 @@
+"""Initial passwords for the embedded login, so nobody can claim a name by signing up first.
+
+`inv up` gives every userlist name that has none yet a random password in
+secrets/initial-passwords (mode 0600); the hub creates those accounts before it serves
+its first request (hub/hubauth.py). People change their password at /hub/change-password.
+"""
+import os
+import secrets
+from pathlib import Path
+
+PASSWORDS_FILE = "initial-passwords"
+HEADER = (
+    "# Initial passwords for the hub's built-in login: give each person theirs.\n"
+    "# Used only to create an account that does not exist yet; people change it at\n"
+    "# /hub/change-password. Keep this file private (mode 0600, never in git).\n"
+)
+
+
+def parse_passwords(text: str) -> dict:
+    pairs = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, password = line.partition(" ")
+            pairs[name] = password.strip()
+    return pairs
+
+
+def plan_passwords(text: str, names, make=lambda: secrets.token_urlsafe(12)):
+    """The file's new text and the names that got a password; existing lines are kept."""
+    known = parse_passwords(text)
+    added = [name for name in names if name not in known]
+    if not added:
+        return text, []
+    body = text if text else HEADER
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return body + "".join(f"{name} {make()}\n" for name in added), added
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write atomically with mode 0600 from the first byte."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def ensure_initial_passwords(secrets_dir: Path, names) -> list:
+    path = secrets_dir / PASSWORDS_FILE
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    new_text, added = plan_passwords(text, names)
+    if added:
+        write_private(path, new_text)
+    elif path.exists() and path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)  # the hub refuses a file others can read
+    return added

@@ -1,0 +1,60 @@
+"""Checks that run before anything changes, each failing with the problem and its fix."""
+import errno
+import socket
+
+from invoke.exceptions import Exit
+
+from tasks.names import PROJECT_LABEL, ROLE_LABEL
+from tasks.target import compose
+
+
+def require_compose(c) -> str:
+    result = compose(c, "version", "--short", hide=True, warn=True)
+    if not result.ok:
+        raise Exit(
+            "The Docker Compose v2 plugin (`docker compose`) is not installed.\n"
+            "Run bin/setup (Debian/Ubuntu), or install your distribution's "
+            "docker-compose-plugin package. The old Python `docker-compose` 1.x will not do."
+        )
+    return result.stdout.strip()
+
+
+def hub_container(client, project: str):
+    """This deployment's hub container, running or not, or None."""
+    found = client.containers.list(
+        all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{ROLE_LABEL}=hub"]}
+    )
+    return found[0] if found else None
+
+
+def port_in_use(port: int) -> bool:
+    """Whether binding the port on every interface fails because something holds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def require_port_free(client, project: str, port: int) -> None:
+    hub = hub_container(client, project)
+    if hub is not None and hub.status == "running":
+        return  # our own hub holds it
+    if port_in_use(port):
+        holders = [
+            ct.name for ct in client.containers.list()
+            if any(b.get("HostPort") == str(port) for bs in ct.ports.values() if bs for b in bs)
+        ]
+        by = f" by container {', '.join(holders)}" if holders else " by another program"
+        raise Exit(
+            f"Port {port} is already in use{by}. Stop it, or set HUB_PORT in .env to a free port."
+        )
+
+
+def require_images(client, *names: str) -> None:
+    from tasks.images import image_id
+
+    missing = [name for name in names if not image_id(client, name)]
+    if missing:
+        raise Exit(f"Image {', '.join(missing)} is not built yet: run `inv build` first.")

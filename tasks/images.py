@@ -1,0 +1,143 @@
+"""Images: the base both builds start FROM, the hub image, and the user (notebook) image."""
+import shlex
+
+from invoke.exceptions import Exit
+
+from tasks.names import ROLE_LABEL
+
+# Debian releases debootstrap can make a base for, by the tags Docker Hub gives them.
+DEBIAN_SUITES = {"bookworm": "bookworm", "12": "bookworm", "trixie": "trixie", "13": "trixie"}
+LOCAL_BASE = "jupyterhub-deploy-base:{suite}"
+# debootstrap's minbase has only the release itself; users' images need security fixes too.
+SOURCES_LIST = (
+    "deb http://deb.debian.org/debian {suite} main\n"
+    "deb http://deb.debian.org/debian {suite}-updates main\n"
+    "deb http://deb.debian.org/debian-security {suite}-security main\n"
+)
+
+
+def debian_suite(image: str):
+    """The Debian release an image reference names ("debian:bookworm-slim" -> "bookworm"), or None."""
+    repository, _, tag = image.partition(":")
+    if repository not in ("debian", "docker.io/library/debian", "library/debian"):
+        return None
+    return DEBIAN_SUITES.get(tag.split("-", 1)[0] if tag else "")
+
+
+def image_id(client, name: str):
+    import docker
+
+    try:
+        return client.images.get(name).id
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def pull(client, name: str) -> bool:
+    """Pull an image, printing one line per layer state change; False if it cannot be pulled."""
+    import docker
+
+    repository, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "latest")
+    try:
+        last = {}
+        for event in client.api.pull(repository, tag=tag, stream=True, decode=True):
+            layer, status = event.get("id"), event.get("status", "")
+            if layer and last.get(layer) != status and "ing" not in status[-4:]:
+                print(f"  {layer}: {status}")
+            last[layer] = status
+            if "error" in event:
+                return False
+        return True
+    except docker.errors.APIError as error:
+        print(f"  cannot pull {name}: {error.explanation or error}")
+        return False
+
+
+def make_debian_base(c, suite: str, tag: str) -> None:
+    """debootstrap a minimal Debian into a temporary folder and import it as an image."""
+    if c.run("command -v debootstrap", hide=True, warn=True).failed:
+        raise Exit(
+            "No registry answers for the base image, and debootstrap is missing to make one "
+            "locally: run bin/setup (Debian/Ubuntu), or `apt-get install debootstrap`, "
+            "or load a Debian 12 image with `docker load`."
+        )
+    sudo = [] if c.run("id -u", hide=True).stdout.strip() == "0" else ["sudo"]
+    rootfs = c.run("mktemp -d", hide=True).stdout.strip()
+    try:
+        print(f"Making base image {tag} with debootstrap (about 30 s)...")
+        c.run(shlex.join([*sudo, "debootstrap", "--variant=minbase", suite, rootfs]), hide="stdout")
+        sources = SOURCES_LIST.format(suite=suite)
+        apt = rootfs + "/etc/apt"
+        # Only constants and the mktemp path (quoted) reach this shell.
+        c.run(shlex.join([*sudo, "sh", "-c",
+                          f"printf %s {shlex.quote(sources)} > {shlex.quote(apt + '/sources.list')}"
+                          f" && rm -rf {shlex.quote(rootfs)}/var/cache/apt/archives/*.deb"
+                          f" {shlex.quote(rootfs)}/var/lib/apt/lists/*_Packages"]))
+        changes = [f"--change=LABEL {ROLE_LABEL}=base-image"]
+        tar = shlex.join([*sudo, "tar", "-C", rootfs, "-c", "."])
+        load = shlex.join(["docker", "import", *changes, '--change=CMD ["bash"]', "-", tag])
+        c.run(f"{tar} | {load}", hide="stdout")
+    finally:
+        c.run(shlex.join([*sudo, "rm", "-rf", "--one-file-system", rootfs]), hide=True, warn=True)
+
+
+def ensure_base_image(c, client, configured: str) -> str:
+    """The image to build FROM: the configured one if present or pullable, else a local Debian."""
+    if image_id(client, configured):
+        return configured
+    print(f"Pulling base image {configured}...")
+    if pull(client, configured):
+        return configured
+    suite = debian_suite(configured)
+    if suite is None:
+        raise Exit(
+            f"Cannot pull BASE_IMAGE={configured}, and only Debian bases (debian:bookworm, "
+            "debian:trixie...) can be made locally. Load the image with `docker load`, or set "
+            "BASE_IMAGE in .env to a Debian image."
+        )
+    local = LOCAL_BASE.format(suite=suite)
+    if not image_id(client, local):
+        make_debian_base(c, suite, local)
+    print(f"Using {local}, made locally with debootstrap, because {configured} cannot be pulled.")
+    return local
+
+
+def describe_change(name: str, before, after) -> str:
+    if before == after:
+        return f"image {name}: unchanged ({after[7:19]})"
+    return f"image {name}: {'built' if before is None else 'rebuilt'} ({after[7:19]})"
+
+
+def is_project_image(settings, model) -> bool:
+    """True when DOCKER_NOTEBOOK_IMAGE names the image notebook/ builds."""
+    return settings.notebook_image == model.notebook_build_image
+
+
+def ensure_notebook_image(c, client, settings, model, env) -> str:
+    """Build notebook/ or pull the external image DOCKER_NOTEBOOK_IMAGE names."""
+    from tasks.target import compose
+
+    name = settings.notebook_image
+    before = image_id(client, name)
+    if is_project_image(settings, model):
+        compose(c, "--profile", "images", "build", "notebook", env=env)
+        return describe_change(name, before, image_id(client, name))
+    print(f"Pulling notebook image {name}...")
+    if pull(client, name):
+        return describe_change(name, before, image_id(client, name))
+    if before:
+        return f"image {name}: cannot be pulled now; using the copy already on this host"
+    raise Exit(
+        f"Cannot pull DOCKER_NOTEBOOK_IMAGE={name} and it is not on this host. Check the name, "
+        "load it with `docker load`, or set DOCKER_NOTEBOOK_IMAGE back to "
+        f"{model.notebook_build_image} to build notebook/."
+    )
+
+
+def ensure_hub_image(c, client, model, env) -> str:
+    from tasks.target import compose
+
+    before = image_id(client, model.hub_image)
+    compose(c, "build", "hub", env=env)
+    return describe_change(model.hub_image, before, image_id(client, model.hub_image))
+

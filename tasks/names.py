@@ -1,0 +1,36 @@
+"""How names and labels of the Docker objects this tool and DockerSpawner create are made."""
+import string
+
+LABEL = "org.jupyterhub-deploy"
+PROJECT_LABEL = f"{LABEL}.project"
+ROLE_LABEL = f"{LABEL}.role"
+USER_LABEL = f"{LABEL}.user"
+
+_SAFE = frozenset(string.ascii_lowercase + string.digits)
+
+
+def escape_username(name: str) -> str:
+    """DockerSpawner 14's default escaping of a user name (`DockerSpawner._escape`):
+    lowercase letters and digits stay, every other UTF-8 byte becomes "-" and its hex value (unpadded); then lowercased.
+    The unit tier checks it against DockerSpawner's own function."""
+    out = []
+    for char in name:
+        if char in _SAFE:
+            out.append(char)
+        else:
+            out.extend(f"-{byte:x}" for byte in char.encode("utf-8"))
+    return "".join(out).lower()
+
+
+def user_volume(project: str, user: str) -> str:
+    """The named volume that holds a user's work/ (hub/jupyterhub_config.py names it so)."""
+    return f"{project}-user-{escape_username(user)}"
+
+
+def user_container(project: str, user: str) -> str:
+    """The container DockerSpawner runs for a user's default server."""
+    return f"{project}-user-{escape_username(user)}"
+
+
+def labels(project: str, role: str, **extra: str) -> dict:
+    return {PROJECT_LABEL: project, ROLE_LABEL: role, **{f"{LABEL}.{k}": v for k, v in extra.items()}}

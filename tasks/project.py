@@ -1,0 +1,56 @@
+"""The deployment's resolved model (names from `docker compose config`) and the
+variables the tasks hand to compose on top of `.env`."""
+import json
+from dataclasses import dataclass
+
+from invoke.exceptions import Exit
+
+from tasks.target import compose
+
+
+@dataclass(frozen=True)
+class Model:
+    project: str
+    network: str
+    hub_volume: str
+    hub_image: str
+    notebook_build_image: str  # what notebook/ builds; DOCKER_NOTEBOOK_IMAGE may name another
+
+
+def parse_model(config: dict) -> Model:
+    """Pick the names the tasks need out of `docker compose config --format json`."""
+    services = config["services"]
+    return Model(
+        project=config["name"],
+        network=config["networks"]["default"]["name"],
+        hub_volume=config["volumes"]["hub-data"]["name"],
+        hub_image=services["hub"]["image"],
+        notebook_build_image=services["notebook"]["image"],
+    )
+
+
+def read_model(c, env) -> Model:
+    # --profile images: the notebook service is otherwise left out of the model.
+    result = compose(
+        c, "--profile", "images", "config", "--format", "json", env=env, hide=True, warn=True
+    )
+    if not result.ok:
+        raise Exit(f"docker compose cannot read docker-compose.yml with .env:\n{result.stderr.strip()}")
+    return parse_model(json.loads(result.stdout))
+
+
+def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256="") -> dict:
+    """Variables for compose on top of `.env`: only what the tasks work out at run time."""
+    env = {
+        "COMPOSE_PROJECT_NAME": settings.project,
+        "HUB_PORT": str(settings.port),
+        "BUILD_CA_FILE": ca_file or "/dev/null",
+    }
+    if base_image:
+        env["BASE_IMAGE"] = base_image
+    if users is not None:
+        env["JUPYTERHUB_ADMINS"] = ",".join(users.admins)
+        env["JUPYTERHUB_USERS"] = ",".join(users.users)
+    if cert_sha256:
+        env["HUB_CERT_SHA256"] = cert_sha256
+    return env

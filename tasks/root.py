@@ -1,0 +1,14 @@
+"""The root collection: what `inv --list` shows."""
+from invoke import Collection
+
+from tasks import lifecycle
+
+ns = Collection(
+    lifecycle.build,
+    lifecycle.up,
+    lifecycle.down,
+    lifecycle.status,
+    lifecycle.logs,
+    lifecycle.cert,
+    lifecycle.notebook_image,
+)

@@ -1,0 +1,104 @@
+"""The deployment's settings: `.env`, with the shell's variables winning, as compose reads them."""
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from invoke.exceptions import Exit
+
+REQUIRED = (
+    "COMPOSE_PROJECT_NAME",
+    "HUB_PORT",
+    "DOCKER_NOTEBOOK_IMAGE",
+    "BASE_IMAGE",
+    "BUILD_CA_BUNDLE",
+    "HUB_AUTHENTICATOR",
+)
+OPTIONAL = ("HUB_HOSTNAMES",)
+AUTHENTICATORS = ("native",)
+# Where distributions keep the system CA bundle (Debian/Ubuntu, then Fedora/RHEL).
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    port: int
+    hostnames: str
+    notebook_image: str
+    base_image: str
+    build_ca_bundle: str
+    authenticator: str
+
+
+def read_env_file(path: Path) -> dict:
+    """The variables of a dotenv file, without expanding or exporting anything."""
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path, interpolate=False).items() if v is not None}
+
+
+def parse_settings(file_values: dict, environ: dict) -> Settings:
+    """Validate settings; raise Exit naming every bad or missing key and how to fix it."""
+    values = dict(file_values)
+    values.update({k: environ[k] for k in REQUIRED + OPTIONAL if k in environ})
+    missing = [k for k in REQUIRED if not values.get(k, "").strip()]
+    if missing:
+        raise Exit(
+            f"Missing in .env: {', '.join(missing)}. Add them (see the comments in the "
+            ".env that ships with this project, or `git show HEAD:.env`)."
+        )
+    problems = []
+    project = values["COMPOSE_PROJECT_NAME"].strip()
+    if not _PROJECT.match(project):
+        problems.append(
+            f"COMPOSE_PROJECT_NAME={project!r} must be lowercase letters, digits, - or _, "
+            "starting with a letter or digit, at most 41 characters."
+        )
+    port_text = values["HUB_PORT"].strip()
+    port = int(port_text) if port_text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        problems.append(f"HUB_PORT={port_text!r} must be a port number from 1 to 65535.")
+    for key in ("DOCKER_NOTEBOOK_IMAGE", "BASE_IMAGE"):
+        if not _IMAGE.match(values[key].strip()):
+            problems.append(f"{key}={values[key]!r} is not an image reference like name:tag.")
+    authenticator = values["HUB_AUTHENTICATOR"].strip()
+    if authenticator not in AUTHENTICATORS:
+        problems.append(
+            f"HUB_AUTHENTICATOR={authenticator!r} is not one of: {', '.join(AUTHENTICATORS)}."
+        )
+    if problems:
+        raise Exit("Bad settings in .env:\n  " + "\n  ".join(problems))
+    return Settings(
+        project=project,
+        port=port,
+        hostnames=values.get("HUB_HOSTNAMES", "").strip(),
+        notebook_image=values["DOCKER_NOTEBOOK_IMAGE"].strip(),
+        base_image=values["BASE_IMAGE"].strip(),
+        build_ca_bundle=values["BUILD_CA_BUNDLE"].strip(),
+        authenticator=authenticator,
+    )
+
+
+def resolve_ca_bundle(setting: str, exists=os.path.isfile) -> str:
+    """The CA bundle file builds should trust, or "" for none."""
+    if setting == "none":
+        return ""
+    if setting == "auto":
+        return next((path for path in SYSTEM_CA_BUNDLES if exists(path)), "")
+    if not exists(setting):
+        raise Exit(
+            f"BUILD_CA_BUNDLE={setting!r}: no such file. Point it at a PEM CA bundle, "
+            "or set it to auto or none."
+        )
+    return os.path.abspath(setting)
+
+
+def load_settings(root: Path, environ=None) -> Settings:
+    env_file = root / ".env"
+    if not env_file.is_file():
+        raise Exit(f"No .env in {root}: restore it with `git checkout -- .env`.")
+    return parse_settings(read_env_file(env_file), os.environ if environ is None else environ)
