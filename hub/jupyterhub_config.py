@@ -80,7 +80,17 @@ async def label_user_objects(spawner):
         await spawner.docker(
             "create_volume", name=name, labels={**labels, f"{LABEL}.role": "user-volume"}
         )
-    spawner.extra_create_kwargs = {"labels": {**labels, f"{LABEL}.role": "user-server"}}
+    spawner.extra_create_kwargs = {
+        "labels": {
+            **labels,
+            f"{LABEL}.role": "user-server",
+            # `docker compose build` stamps its project and service into the image's labels,
+            # and containers inherit them: blank them so no compose project (another test
+            # deployment's, say) takes a user's server for one of its own containers.
+            "com.docker.compose.project": "",
+            "com.docker.compose.service": "",
+        }
+    }
 
 
 c.Spawner.pre_spawn_hook = label_user_objects

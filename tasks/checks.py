@@ -30,6 +30,9 @@ def hub_container(client, project: str):
 def port_in_use(port: int) -> bool:
     """Whether binding the port on every interface fails because something holds it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As servers (and Docker's port proxy) do: lingering TIME_WAIT connections from a
+        # hub that just stopped do not count, only a listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("0.0.0.0", port))
         except OSError as error:
@@ -38,15 +41,14 @@ def port_in_use(port: int) -> bool:
 
 
 def require_port_free(client, project: str, port: int) -> None:
-    hub = hub_container(client, project)
-    if hub is not None and hub.status == "running":
+    holders = [
+        ct for ct in client.containers.list()
+        if any(b.get("HostPort") == str(port) for bs in ct.ports.values() if bs for b in bs)
+    ]
+    if any(ct.labels.get(PROJECT_LABEL) == project for ct in holders):
         return  # our own hub holds it
-    if port_in_use(port):
-        holders = [
-            ct.name for ct in client.containers.list()
-            if any(b.get("HostPort") == str(port) for bs in ct.ports.values() if bs for b in bs)
-        ]
-        by = f" by container {', '.join(holders)}" if holders else " by another program"
+    if holders or port_in_use(port):
+        by = f" by container {', '.join(ct.name for ct in holders)}" if holders else " by another program"
         raise Exit(
             f"Port {port} is already in use{by}. Stop it, or set HUB_PORT in .env to a free port."
         )

@@ -161,6 +161,20 @@ def _user_servers(client, project: str):
     )
 
 
+def stop_and_remove(container) -> None:
+    """Stop gracefully, then remove; the engine may already be removing it (AutoRemove)."""
+    import docker
+
+    try:
+        container.stop(timeout=10)
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as error:
+        if error.status_code != 409:  # 409: removal already in progress
+            raise
+
+
 @task
 def down(c):
     """Stop the hub and every user server; all volumes (everyone's work) stay."""
@@ -172,8 +186,7 @@ def down(c):
     # compose did not create the user servers and would leave them holding the network.
     servers = _user_servers(client, settings.project)
     for container in servers:
-        container.stop(timeout=10)
-        container.remove(force=True)
+        stop_and_remove(container)
     print(f"user servers stopped: {len(servers)}")
     compose(c, "down", env=compose_env(settings))
 

@@ -1,0 +1,119 @@
+"""tasks.accounts: initial passwords, added for new names only, in a file only we can read."""
+import stat
+from itertools import count
+
+import pytest
+
+from tasks.accounts import (
+    HEADER, PASSWORDS_FILE, ensure_initial_passwords, parse_passwords, plan_passwords,
+)
+
+
+def numbered():
+    """A `make` giving pw1, pw2, ... so plans are predictable."""
+    numbers = count(1)
+    return lambda: f"pw{next(numbers)}"
+
+
+def mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_file_gets_the_header_and_one_line_per_name():
+    text, added = plan_passwords("", ["ann", "bob"], make=numbered())
+    assert added == ["ann", "bob"]
+    assert text == HEADER + "ann pw1\nbob pw2\n"
+    assert HEADER.startswith("#") and all(line.startswith("# ") for line in HEADER.splitlines())
+
+
+def test_existing_lines_are_kept_and_only_missing_names_added():
+    before = "# mine\nann old-secret\n\nbob  spaced out  \n"
+    text, added = plan_passwords(before, ["ann", "bob", "cy", "dee"], make=numbered())
+    assert added == ["cy", "dee"]
+    assert text == before + "cy pw1\ndee pw2\n"
+
+
+def test_a_file_without_final_newline_gets_one_before_new_lines():
+    text, added = plan_passwords("ann secret", ["ann", "bob"], make=numbered())
+    assert (text, added) == ("ann secret\nbob pw1\n", ["bob"])
+
+
+def test_nothing_to_add_returns_the_text_untouched():
+    before = "ann secret"  # not even the final newline is added
+    assert plan_passwords(before, ["ann"], make=lambda: pytest.fail("no password needed")) == (
+        before, [])
+
+
+def test_names_no_longer_in_userlist_keep_their_lines():
+    before = "ann a\ngone g\n"
+    assert plan_passwords(before, ["ann"]) == (before, [])
+
+
+def test_default_passwords_are_random_and_long_enough():
+    text, _ = plan_passwords("", ["ann", "bob"])
+    passwords = parse_passwords(text)
+    assert passwords.keys() == {"ann", "bob"}
+    assert passwords["ann"] != passwords["bob"]
+    assert all(len(p) >= 16 and " " not in p for p in passwords.values())
+
+
+def test_parse_passwords():
+    text = "# comment\n\n  ann  secret one \nbob x\n   # indented comment\ncy\n"
+    assert parse_passwords(text) == {"ann": "secret one", "bob": "x", "cy": ""}
+
+
+@pytest.mark.xfail(strict=True, reason="tasks/accounts.py:24 splits on ' ' only, while "
+                   "hub/hubauth.py:94 splits on any whitespace: a tab-separated line is "
+                   "missed here, and a second line for the name is appended")
+def test_parse_passwords_agrees_with_the_hub_on_tabs():
+    assert parse_passwords("ann\tsecret\n") == {"ann": "secret"}
+
+
+def test_ensure_writes_a_private_file_in_a_private_new_folder(tmp_path):
+    secrets_dir = tmp_path / "secrets"
+    assert ensure_initial_passwords(secrets_dir, ("ann", "bob")) == ["ann", "bob"]
+    path = secrets_dir / PASSWORDS_FILE
+    assert mode(path) == 0o600
+    assert mode(secrets_dir) == 0o700
+    assert parse_passwords(path.read_text()).keys() == {"ann", "bob"}
+    assert path.read_text().startswith(HEADER)
+    assert sorted(p.name for p in secrets_dir.iterdir()) == [PASSWORDS_FILE], "no temp file left"
+
+
+def test_second_call_adds_nothing_and_leaves_bytes_alone(tmp_path):
+    ensure_initial_passwords(tmp_path, ("ann", "bob"))
+    path = tmp_path / PASSWORDS_FILE
+    before, inode = path.read_bytes(), path.stat().st_ino
+    assert ensure_initial_passwords(tmp_path, ("ann", "bob")) == []
+    assert path.read_bytes() == before
+    assert path.stat().st_ino == inode, "not even rewritten"
+    assert mode(path) == 0o600
+
+
+def test_new_name_is_appended_and_old_passwords_kept(tmp_path):
+    ensure_initial_passwords(tmp_path, ("ann",))
+    path = tmp_path / PASSWORDS_FILE
+    before = path.read_text()
+    assert ensure_initial_passwords(tmp_path, ("ann", "bob")) == ["bob"]
+    after = path.read_text()
+    assert after.startswith(before)
+    assert parse_passwords(after)["ann"] == parse_passwords(before)["ann"]
+    assert mode(path) == 0o600
+
+
+@pytest.mark.parametrize("names, added", [(("ann",), []), (("ann", "bob"), ["bob"])])
+def test_a_file_others_can_read_is_made_private(tmp_path, names, added):
+    path = tmp_path / PASSWORDS_FILE
+    path.write_text("ann secret\n")
+    path.chmod(0o644)
+    assert ensure_initial_passwords(tmp_path, names) == added
+    assert mode(path) == 0o600
+    assert parse_passwords(path.read_text())["ann"] == "secret"
+
+
+def test_a_private_file_is_not_touched(tmp_path):
+    path = tmp_path / PASSWORDS_FILE
+    path.write_text("ann secret\n")
+    path.chmod(0o400)  # stricter than 0600 is the operator's choice
+    assert ensure_initial_passwords(tmp_path, ("ann",)) == []
+    assert mode(path) == 0o400
