@@ -5,6 +5,7 @@ the hub image has: jupyterhub, nativeauthenticator, sqlalchemy, bcrypt, the stdl
 """
 
 import os
+import secrets
 
 import bcrypt
 from nativeauthenticator import NativeAuthenticator
@@ -96,10 +97,27 @@ class ProvisionedNativeAuthenticator(CompatNativeAuthenticator):
                     passwords[self.normalize_username(fields[0])] = fields[1]
             return passwords
 
+    def add_user(self, user):
+        """JupyterHub calls this for every user at start-up and for each one an admin adds
+        in the admin panel. A user who is not from the userlist gets an account with a
+        password nobody knows, so the admin can set the first one at
+        /hub/change-password/NAME (NativeAuthenticator's page for admins, which needs an
+        account to exist); with sign-up off there would be no other way in."""
+        super().add_user(user)
+        name = self.normalize_username(user.name)
+        if name not in self._userlist_names and UserInfo.find(self.db, name) is None:
+            unknown = bcrypt.hashpw(secrets.token_hex(32).encode(), bcrypt.gensalt())
+            self.db.add(UserInfo(username=name, password=unknown, is_authorized=True))
+            self.db.commit()
+            self.log.info("Created an account for %s: an admin sets its password at "
+                          "/hub/change-password/%s", name, name)
+
     def _provision_accounts(self):
         passwords = self._read_initial_passwords()
         names = self.allowed_users | self.admin_users
         wanted = {self.normalize_username(n) for n in names}
+        # Remembered before JupyterHub adds every user in its database to allowed_users.
+        self._userlist_names = wanted
         missing = sorted(n for n in wanted if UserInfo.find(self.db, n) is None)
         without_password = [n for n in missing if n not in passwords]
         for name in missing:

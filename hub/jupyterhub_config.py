@@ -13,6 +13,40 @@ def _names(var):
     return {name for name in env.get(var, "").split(",") if name}
 
 
+# docker-compose.yml mounts secrets/ here read-only; the unit tier points it elsewhere.
+secrets_dir = env.get("HUB_SECRETS_DIR", "/srv/jupyterhub/secrets")
+
+
+def _read_private(name):
+    """A file from secrets/ that only its owner may read: it holds a secret."""
+    path = os.path.join(secrets_dir, name)
+    with open(path, encoding="utf-8") as f:
+        # fstat the open file, so the mode we check is that of what we read.
+        if os.fstat(f.fileno()).st_mode & 0o077:
+            raise SystemExit(
+                f"secrets/{name} can be read by other users: run `chmod 600 secrets/{name}` "
+                "on the host, then `inv up`."
+            )
+        return f.read()
+
+
+def _env_lines(text):
+    """KEY=value lines as a dotenv file holds them: comments, blank lines, an `export `
+    prefix and one pair of quotes around the value are allowed."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if sep:
+            values[key.strip()] = value
+    return values
+
+
 project = env["COMPOSE_PROJECT_NAME"]
 admins = _names("JUPYTERHUB_ADMINS")
 users = _names("JUPYTERHUB_USERS")
@@ -24,8 +58,8 @@ if not admins:
 # The proxy terminates HTTPS itself on 8443 inside the container; compose publishes it
 # on HUB_PORT. The certificate is mounted read-only from secrets/, never baked in.
 c.JupyterHub.port = 8443
-c.JupyterHub.ssl_cert = "/srv/jupyterhub/secrets/jupyterhub.crt"
-c.JupyterHub.ssl_key = "/srv/jupyterhub/secrets/jupyterhub.key"
+c.JupyterHub.ssl_cert = os.path.join(secrets_dir, "jupyterhub.crt")
+c.JupyterHub.ssl_key = os.path.join(secrets_dir, "jupyterhub.key")
 # User containers reach the hub API over the private network: listen on every interface
 # of the container, and tell the servers to connect to the compose service name.
 c.JupyterHub.hub_ip = "0.0.0.0"
@@ -42,7 +76,9 @@ c.JupyterHub.cookie_secret_file = "/data/jupyterhub_cookie_secret"
 c.JupyterHub.cleanup_servers = False
 
 # --- User servers ------------------------------------------------------------------------
-c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
+# DockerSpawner whose start() returns once the server listens: JupyterHub's own wait for a
+# new server backs off at random up to 5 s and notices it seconds late (see hubspawner.py).
+c.JupyterHub.spawner_class = "hubspawner.ReadyDockerSpawner"
 image = env["DOCKER_NOTEBOOK_IMAGE"]
 c.DockerSpawner.image = image
 # Pin the image list so no user option can choose another image (CVE-2023-48311).
@@ -98,13 +134,62 @@ c.Spawner.pre_spawn_hook = label_user_objects
 # --- Who may log in ------------------------------------------------------------------------
 c.Authenticator.admin_users = admins
 c.Authenticator.allowed_users = users | admins
+# Everyone in the hub's database may log in: that is what keeps users an admin adds in the
+# admin panel across restarts. Set on purpose for both logins, because the defaults differ
+# (JupyterHub: on when allowed_users is set; OAuthenticator 17: off). The flip side, that
+# dropping a name from userlist does not lock them out by itself, is handled by `inv up`,
+# which deletes such users through the API (tasks/access.py).
+c.Authenticator.allow_existing_users = True
 authenticator = env.get("HUB_AUTHENTICATOR", "native")
 if authenticator == "native":
     # NativeAuthenticator, with sign-up off and every userlist name provisioned before the
     # first request from the passwords `inv up` generated (see hubauth.py for why).
     c.JupyterHub.authenticator_class = "hubauth.ProvisionedNativeAuthenticator"
-    c.ProvisionedNativeAuthenticator.initial_passwords_file = (
-        "/srv/jupyterhub/secrets/initial-passwords"
+    c.ProvisionedNativeAuthenticator.initial_passwords_file = os.path.join(
+        secrets_dir, "initial-passwords"
     )
+elif authenticator == "github":
+    # GitHub (or GitHub Enterprise) OAuth; no password is kept here and the native login
+    # is off. The app's id, secret and callback come from secrets/oauth.env, never from the
+    # environment: `docker inspect` would show them there. `inv up` checked them already;
+    # this only refuses to start a hub that could not log anyone in.
+    try:
+        oauth = _env_lines(_read_private("oauth.env"))
+    except FileNotFoundError:
+        oauth = {}
+    missing = [k for k in ("GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET", "OAUTH_CALLBACK_URL")
+               if not oauth.get(k)]
+    if missing:
+        raise SystemExit(f"secrets/oauth.env lacks {', '.join(missing)}: see README, GitHub login.")
+    c.JupyterHub.authenticator_class = "oauthenticator.github.GitHubOAuthenticator"
+    c.GitHubOAuthenticator.client_id = oauth["GITHUB_CLIENT_ID"]
+    c.GitHubOAuthenticator.client_secret = oauth["GITHUB_CLIENT_SECRET"]
+    # Must equal the callback registered with the OAuth app; `inv up` checked it names
+    # this hub's host and port.
+    c.GitHubOAuthenticator.oauth_callback_url = oauth["OAUTH_CALLBACK_URL"]
+    # github.com, or a GitHub Enterprise server: OAuthenticator derives the authorize,
+    # token and API endpoints from it (the API at URL/api/v3 for any host but github.com).
+    c.GitHubOAuthenticator.github_url = (env.get("GITHUB_URL") or "https://github.com").rstrip("/")
+    orgs = {o for o in env.get("GITHUB_ALLOWED_ORGS", "").replace(",", " ").split() if o}
+    if orgs:
+        # A second allow rule: members of these organizations or org:team teams. read:org
+        # lets the hub see private memberships too, not only public ones.
+        c.GitHubOAuthenticator.allowed_organizations = orgs
+        c.GitHubOAuthenticator.scope = ["read:org"]
 else:
-    raise SystemExit(f"HUB_AUTHENTICATOR={authenticator!r} is not supported; use 'native'.")
+    raise SystemExit(
+        f"HUB_AUTHENTICATOR={authenticator!r} is not supported; use 'native' or 'github'."
+    )
+
+# --- The tool's own access -------------------------------------------------------------------
+# `inv up` removes the users dropped from userlist through the REST API, with a token it
+# keeps in secrets/ (mode 0600). Its role may manage users and groups, nothing else; a
+# hub started without the file (by hand) simply has no such service.
+if os.path.exists(os.path.join(secrets_dir, "hub-api-token")):
+    c.JupyterHub.services = [
+        {"name": "jupyterhub-deploy", "api_token": _read_private("hub-api-token").strip()}
+    ]
+    c.JupyterHub.load_roles = [
+        {"name": "jupyterhub-deploy", "scopes": ["admin:users", "admin:groups"],
+         "services": ["jupyterhub-deploy"]}
+    ]

@@ -21,8 +21,8 @@ def parse_passwords(text: str) -> dict:
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            name, _, password = line.partition(" ")
-            pairs[name] = password.strip()
+            name, *rest = line.split(None, 1)  # as hub/hubauth.py reads it: any whitespace
+            pairs[name] = rest[0].strip() if rest else ""
     return pairs
 
 

@@ -1,7 +1,4 @@
 """Checks that run before anything changes, each failing with the problem and its fix."""
-import errno
-import socket
-
 from invoke.exceptions import Exit
 
 from tasks.names import PROJECT_LABEL, ROLE_LABEL
@@ -27,27 +24,16 @@ def hub_container(client, project: str):
     return found[0] if found else None
 
 
-def port_in_use(port: int) -> bool:
-    """Whether binding the port on every interface fails because something holds it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As servers (and Docker's port proxy) do: lingering TIME_WAIT connections from a
-        # hub that just stopped do not count, only a listener does.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError as error:
-            return error.errno == errno.EADDRINUSE
-    return False
+def require_port_free(c, client, project: str, port: int) -> None:
+    from tasks.target import port_in_use
 
-
-def require_port_free(client, project: str, port: int) -> None:
     holders = [
         ct for ct in client.containers.list()
         if any(b.get("HostPort") == str(port) for bs in ct.ports.values() if bs for b in bs)
     ]
     if any(ct.labels.get(PROJECT_LABEL) == project for ct in holders):
         return  # our own hub holds it
-    if holders or port_in_use(port):
+    if holders or port_in_use(c, port):
         by = f" by container {', '.join(ct.name for ct in holders)}" if holders else " by another program"
         raise Exit(
             f"Port {port} is already in use{by}. Stop it, or set HUB_PORT in .env to a free port."

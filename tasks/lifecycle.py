@@ -5,7 +5,6 @@ then runs idempotent ensure_* steps that say what they did or that nothing was n
 Heavy modules (Docker SDK, cryptography) are imported inside the tasks so `inv --list` is quick.
 """
 import shlex
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,10 +12,14 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from tasks.names import PROJECT_LABEL, ROLE_LABEL, labels, user_container
+from tasks.access import ensure_login_files, revoke_removed_users, secrets_fingerprint
+from tasks.names import PROJECT_LABEL, ROLE_LABEL, labels, user_container, user_volume
+from tasks.oauth import check_login
 from tasks.project import Model, compose_env, read_model
 from tasks.settings import Settings, load_settings, resolve_ca_bundle
-from tasks.target import compose, docker_client, project_dir
+from tasks.target import (
+    build_ca_file, compose, docker_client, host_name, hub_address, project_dir, sync_project,
+)
 from tasks.userlist import Users, check_name, load_userlist
 
 
@@ -29,36 +32,51 @@ class Ready:
     client: object
     model: Model
     cert_names: list
+    cert: object  # certs.CertInfo of the certificate the hub serves
 
 
 def _cert_error(error) -> Exit:
     return Exit(f"TLS certificate: {error}")
 
 
-def plan_certificate(root: Path, settings: Settings):
+def plan_certificate(c, root: Path, settings: Settings):
     """(names, plan) for the hub's certificate; raises Exit for what only the operator can fix."""
     from tasks import certs
 
     try:
-        names = certs.cert_names(socket.gethostname(), settings.hostnames)
+        names = certs.cert_names(host_name(c), settings.hostnames)
         plan = certs.plan_cert(*certs.read_pair(root / "secrets"), names, datetime.now(timezone.utc))
     except certs.CertError as error:
         raise _cert_error(error)
     return names, plan
 
 
-def preflight(c) -> Ready:
-    """Check every input before anything is changed."""
+def preflight(c, starting: bool = False) -> Ready:
+    """Check every input before anything is changed; then prepare the files the hub reads
+    (certificate, initial passwords) and give a remote host its copy of the project."""
+    from tasks.accounts import PASSWORDS_FILE, ensure_initial_passwords
+    from tasks.checks import require_compose, require_port_free
+
     root = project_dir(c)
     settings = load_settings(root)
     users = load_userlist(root)
-    names, _ = plan_certificate(root, settings)
+    names, _ = plan_certificate(c, root, settings)
+    oauth_app = check_login(root, settings, names)
+    ca_file = resolve_ca_bundle(settings.build_ca_bundle)
     client = docker_client(c)
-    from tasks.checks import require_compose
-
     require_compose(c)
+    if starting:
+        require_port_free(c, client, settings.project, settings.port)
+    cert = ensure_certificate(c, root, settings)
+    added = ensure_initial_passwords(root / "secrets", users.everyone)
+    if added:
+        print(f"initial passwords for {', '.join(added)}: in secrets/{PASSWORDS_FILE} (mode 0600)")
+    print(ensure_login_files(root / "secrets", oauth_app))
+    synced = sync_project(c, ca_file)
+    if synced:
+        print(synced)
     model = read_model(c, compose_env(settings))
-    return Ready(root, settings, users, client, model, names)
+    return Ready(root, settings, users, client, model, names, cert)
 
 
 def ensure_network_and_volumes(ready: Ready) -> None:
@@ -69,11 +87,11 @@ def ensure_network_and_volumes(ready: Ready) -> None:
     print(ensure_volume(ready.client, ready.model.hub_volume, labels(project, "hub-data")))
 
 
-def ensure_certificate(root: Path, settings: Settings):
+def ensure_certificate(c, root: Path, settings: Settings):
     """Create or renew our self-signed certificate when needed; returns its CertInfo."""
     from tasks import certs
 
-    names, plan = plan_certificate(root, settings)
+    names, plan = plan_certificate(c, root, settings)
     secrets_dir = root / "secrets"
     if plan.action in ("create", "renew"):
         cert_pem, key_pem = certs.make_self_signed(names, datetime.now(timezone.utc))
@@ -92,16 +110,15 @@ def ensure_certificate(root: Path, settings: Settings):
 def cert(c):
     """Make or renew the self-signed TLS certificate, or check the one you put in secrets/."""
     root = project_dir(c)
-    ensure_certificate(root, load_settings(root))
+    ensure_certificate(c, root, load_settings(root))
 
 
 def _build_env(c, ready: Ready) -> dict:
     from tasks.images import ensure_base_image
 
     base = ensure_base_image(c, ready.client, ready.settings.base_image)
-    return compose_env(
-        ready.settings, base_image=base, ca_file=resolve_ca_bundle(ready.settings.build_ca_bundle)
-    )
+    ca_file = build_ca_file(c, resolve_ca_bundle(ready.settings.build_ca_bundle))
+    return compose_env(ready.settings, base_image=base, ca_file=ca_file)
 
 
 @task(name="notebook-image")
@@ -114,45 +131,58 @@ def notebook_image(c):
     print(ensure_notebook_image(c, ready.client, ready.settings, ready.model, env))
 
 
-@task
-def build(c):
-    """Create the network, volumes and certificate, and build the hub and user images."""
+def build_steps(c, ready: Ready) -> None:
     from tasks.images import ensure_hub_image, ensure_notebook_image
 
-    ready = preflight(c)
     ensure_network_and_volumes(ready)
-    ensure_certificate(ready.root, ready.settings)
     env = _build_env(c, ready)
     print(ensure_hub_image(c, ready.client, ready.model, env))
     print(ensure_notebook_image(c, ready.client, ready.settings, ready.model, env))
 
 
+def up_steps(c, ready: Ready) -> None:
+    from tasks.accounts import PASSWORDS_FILE
+    from tasks.checks import require_images
+    from tasks.probe import ProbeError, wait_for_hub
+
+    settings, info = ready.settings, ready.cert
+    require_images(ready.client, ready.model.hub_image, settings.notebook_image)
+    ensure_network_and_volumes(ready)
+    env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
+                      secrets_sha256=secrets_fingerprint(ready.root / "secrets"))
+    compose(c, "up", "--detach", "--wait", "--no-build", env=env)
+    try:
+        with hub_address(c, settings.port) as (host, port):
+            hub = wait_for_hub(host, port, info.sha256)
+            print(revoke_removed_users(ready.root / "secrets", (host, port), info.sha256,
+                                       ready.users, lambda name: user_volume(settings.project, name)))
+    except ProbeError as error:
+        raise Exit(f"The hub did not come up: {error}")
+    public = f"https://{ready.cert_names[0]}{'' if settings.port == 443 else f':{settings.port}'}/"
+    print(f"JupyterHub {hub.get('version', '?')} answers at {public} "
+          f"(admins: {', '.join(ready.users.admins)}; "
+          + ("log in with GitHub)" if settings.authenticator == "github"
+             else f"passwords in secrets/{PASSWORDS_FILE})"))
+
+
+@task
+def build(c):
+    """Create the network, volumes and certificate, and build the hub and user images."""
+    build_steps(c, preflight(c))
+
+
 @task
 def up(c):
     """Start the hub (after `inv build`) and wait until it answers over HTTPS."""
-    from tasks.accounts import PASSWORDS_FILE, ensure_initial_passwords
-    from tasks.checks import require_images, require_port_free
-    from tasks.probe import ProbeError, wait_for_hub
+    up_steps(c, preflight(c, starting=True))
 
-    ready = preflight(c)
-    settings = ready.settings
-    require_images(ready.client, ready.model.hub_image, settings.notebook_image)
-    require_port_free(ready.client, settings.project, settings.port)
-    ensure_network_and_volumes(ready)
-    info = ensure_certificate(ready.root, settings)
-    added = ensure_initial_passwords(ready.root / "secrets", ready.users.everyone)
-    if added:
-        print(f"initial passwords for {', '.join(added)}: in secrets/{PASSWORDS_FILE} (mode 0600)")
-    env = compose_env(settings, users=ready.users, cert_sha256=info.sha256)
-    compose(c, "up", "--detach", "--wait", "--no-build", env=env)
-    try:
-        hub = wait_for_hub("127.0.0.1", settings.port, info.sha256)
-    except ProbeError as error:
-        raise Exit(f"The hub did not come up: {error}")
-    host = ready.cert_names[0]
-    port = "" if settings.port == 443 else f":{settings.port}"
-    print(f"JupyterHub {hub.get('version', '?')} answers at https://{host}{port}/ "
-          f"(admins: {', '.join(ready.users.admins)}; passwords in secrets/{PASSWORDS_FILE})")
+
+@task
+def deploy(c):
+    """Set up or update everything (here, or on -H host): files, images, certificate, hub."""
+    ready = preflight(c, starting=True)
+    build_steps(c, ready)
+    up_steps(c, ready)
 
 
 def _user_servers(client, project: str):
@@ -226,7 +256,8 @@ def status(c):
         print("certificate: none or unreadable (run `inv cert`)")
     if hub is not None and hub.status == "running" and info is not None:
         try:
-            code, body = get_hub_api("127.0.0.1", settings.port, info.sha256)
+            with hub_address(c, settings.port) as (host, port):
+                code, body = get_hub_api(host, port, info.sha256)
             import json
 
             version = json.loads(body).get("version") if code == 200 else f"HTTP {code}"

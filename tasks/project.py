@@ -39,12 +39,22 @@ def read_model(c, env) -> Model:
     return parse_model(json.loads(result.stdout))
 
 
-def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256="") -> dict:
-    """Variables for compose on top of `.env`: only what the tasks work out at run time."""
+def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256="",
+                secrets_sha256="") -> dict:
+    """Every variable docker-compose.yml reads, as the tasks resolved and checked them: the
+    settings (so a shell override reaches a remote host's compose too, which reads the
+    uploaded .env) and what the tasks work out at run time."""
     env = {
         "COMPOSE_PROJECT_NAME": settings.project,
         "HUB_PORT": str(settings.port),
+        "DOCKER_NOTEBOOK_IMAGE": settings.notebook_image,
+        "BASE_IMAGE": settings.base_image,
+        "HUB_AUTHENTICATOR": settings.authenticator,
+        "GITHUB_URL": settings.github_url,
+        "GITHUB_ALLOWED_ORGS": ",".join(settings.github_allowed_orgs),
         "BUILD_CA_FILE": ca_file or "/dev/null",
+        # compose 2.40 would hand builds to buildx bake, which plain engines lack.
+        "COMPOSE_BAKE": "false",
     }
     if base_image:
         env["BASE_IMAGE"] = base_image
@@ -53,4 +63,6 @@ def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256=
         env["JUPYTERHUB_USERS"] = ",".join(users.users)
     if cert_sha256:
         env["HUB_CERT_SHA256"] = cert_sha256
+    if secrets_sha256:
+        env["HUB_SECRETS_SHA256"] = secrets_sha256
     return env

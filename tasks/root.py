@@ -1,7 +1,7 @@
 """The root collection: what `inv --list` shows."""
 from invoke import Collection
 
-from tasks import lifecycle
+from tasks import backup, lifecycle
 
 ns = Collection(
     lifecycle.build,
@@ -11,4 +11,8 @@ ns = Collection(
     lifecycle.logs,
     lifecycle.cert,
     lifecycle.notebook_image,
+    lifecycle.deploy,
+    backup.backup,
+    backup.restore,
 )
+ns.configure({"backup": backup.DEFAULTS})

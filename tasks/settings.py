@@ -14,13 +14,17 @@ REQUIRED = (
     "BUILD_CA_BUNDLE",
     "HUB_AUTHENTICATOR",
 )
-OPTIONAL = ("HUB_HOSTNAMES",)
-AUTHENTICATORS = ("native",)
+OPTIONAL = ("HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS")
+AUTHENTICATORS = ("native", "github")
+DEFAULT_GITHUB_URL = "https://github.com"
 # Where distributions keep the system CA bundle (Debian/Ubuntu, then Fedora/RHEL).
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
+# GitHub's own rules: an organization is letters, digits and hyphens; a team is named by
+# its slug (as in its URL), which may also hold '_' and '.'.
+_ORG_OR_TEAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(:[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class Settings:
     base_image: str
     build_ca_bundle: str
     authenticator: str
+    github_url: str = DEFAULT_GITHUB_URL
+    github_allowed_orgs: tuple = ()
 
 
 def read_env_file(path: Path) -> dict:
@@ -59,7 +65,7 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
             "starting with a letter or digit, at most 41 characters."
         )
     port_text = values["HUB_PORT"].strip()
-    port = int(port_text) if port_text.isdigit() else 0
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() else 0
     if not 1 <= port <= 65535:
         problems.append(f"HUB_PORT={port_text!r} must be a port number from 1 to 65535.")
     for key in ("DOCKER_NOTEBOOK_IMAGE", "BASE_IMAGE"):
@@ -69,6 +75,15 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
     if authenticator not in AUTHENTICATORS:
         problems.append(
             f"HUB_AUTHENTICATOR={authenticator!r} is not one of: {', '.join(AUTHENTICATORS)}."
+        )
+    github_url, problem = parse_github_url(values.get("GITHUB_URL", ""))
+    problems += [problem] if problem else []
+    orgs = tuple(o for o in re.split(r"[,\s]+", values.get("GITHUB_ALLOWED_ORGS", "")) if o)
+    bad_orgs = [o for o in orgs if not _ORG_OR_TEAM.match(o)]
+    if bad_orgs:
+        problems.append(
+            f"GITHUB_ALLOWED_ORGS: {', '.join(map(repr, bad_orgs))} is not an organization "
+            "('my-org') or a team ('my-org:team-slug', the name as in the team's URL)."
         )
     if problems:
         raise Exit("Bad settings in .env:\n  " + "\n  ".join(problems))
@@ -80,7 +95,33 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
         base_image=values["BASE_IMAGE"].strip(),
         build_ca_bundle=values["BUILD_CA_BUNDLE"].strip(),
         authenticator=authenticator,
+        github_url=github_url,
+        github_allowed_orgs=orgs,
     )
+
+
+def parse_github_url(text: str) -> tuple:
+    """(url, problem): GitHub or a GitHub Enterprise server, as OAuthenticator's github_url.
+
+    OAuthenticator derives every endpoint from it: the browser is sent to URL/login/oauth/
+    authorize, the hub calls URL/login/oauth/access_token and the API, which is
+    api.github.com for github.com and URL/api/v3 for any other server."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/") or DEFAULT_GITHUB_URL
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("https", "http") or not parts.hostname
+            or parts.username or parts.password or parts.query or parts.fragment
+            or not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", parts.netloc)):
+        return url, (
+            f"GITHUB_URL={text.strip()!r} must be the address of GitHub or of a GitHub "
+            "Enterprise server, like https://github.example.org (no query, no user name)."
+        )
+    return url, ""
 
 
 def resolve_ca_bundle(setting: str, exists=os.path.isfile) -> str:

@@ -33,7 +33,7 @@ def parse_userlist(text: str, source: str = "userlist") -> Users:
             continue
         name, *roles = line.split()
         where = f"{source}:{number}"
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             hint = " (JupyterHub lowercases names: write it in lowercase)" if name.lower() != name else ""
             problems.append(
                 f"{where}: {name!r} is not a valid user name{hint}; use lowercase letters, "
@@ -41,11 +41,14 @@ def parse_userlist(text: str, source: str = "userlist") -> Users:
             )
             continue
         unknown = [r for r in roles if r not in ROLES]
-        if unknown or len(roles) > 1:
+        if unknown:
             problems.append(
-                f"{where}: unknown role {' '.join(unknown or roles[1:])!r} for {name}; "
+                f"{where}: unknown role {' '.join(unknown)!r} for {name}; "
                 "the only role is 'admin' (or nothing, for a user)."
             )
+            continue
+        if len(roles) > 1:
+            problems.append(f"{where}: 'admin' is given more than once for {name}; write it once.")
             continue
         if name in seen:
             problems.append(f"{where}: {name} is listed twice (first on line {seen[name]}); keep one line.")
@@ -68,7 +71,7 @@ def parse_userlist(text: str, source: str = "userlist") -> Users:
 
 def check_name(name: str) -> str:
     """A user name given on the command line, refused unless it could be in userlist."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise Exit(
             f"{name!r} is not a valid user name: lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, at most 64 characters."

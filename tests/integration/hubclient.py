@@ -97,13 +97,24 @@ class HubClient:
 
     def run_code(self, username: str, code: str, deadline_s: float = 60) -> str:
         """Start a kernel, execute `code` over the websocket, return the text/plain result."""
+        kernel = self.start_kernel(username)
+        try:
+            return self.execute(username, kernel, code, deadline_s)
+        finally:
+            self.request("DELETE", f"/user/{username}/api/kernels/{kernel}")
+
+    def start_kernel(self, username: str) -> str:
         response = self.request("POST", f"/user/{username}/api/kernels", json={"name": "python3"})
         response.raise_for_status()
-        kernel = response.json()["id"]
-        url = self.base.replace("https://", "wss://") + f"/user/{username}/api/kernels/{kernel}/channels"
+        return response.json()["id"]
+
+    def execute(self, username: str, kernel: str, code: str, deadline_s: float = 60) -> str:
+        """Execute `code` in a running kernel over its websocket; the text/plain result."""
+        # http -> ws, https -> wss: the same client talks to the hub or straight to a server.
+        url = "ws" + self.base[len("http"):] + f"/user/{username}/api/kernels/{kernel}/channels"
+        sslopt = {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": self.cafile} if self.cafile else {}
         ws = websocket.create_connection(
-            url, header=[f"Authorization: token {self.token}"],
-            sslopt={"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": self.cafile}, timeout=deadline_s,
+            url, header=[f"Authorization: token {self.token}"], sslopt=sslopt, timeout=deadline_s,
         )
         try:
             msg_id = uuid.uuid4().hex
@@ -129,4 +140,3 @@ class HubClient:
             raise AssertionError(f"no execute_result within {deadline_s} s; saw {seen}")
         finally:
             ws.close()
-            self.request("DELETE", f"/user/{username}/api/kernels/{kernel}")

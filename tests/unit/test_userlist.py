@@ -60,8 +60,6 @@ def test_two_role_words_are_refused_with_their_line():
     assert "'user'" in message and "bob" in message
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/userlist.py:46 calls a repeated 'admin' an unknown "
-                   "role, then says 'admin' is the only role")
 def test_a_repeated_admin_is_not_called_an_unknown_role():
     message = problems_of("ann admin admin\n")
     assert "userlist:1:" in message
@@ -112,8 +110,6 @@ def test_check_name_refuses_what_userlist_could_not_hold(name):
     assert caught.value.message.startswith(f"{name!r} is not a valid user name")
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/userlist.py:71 uses re.match with '$', which "
-                   "also matches before a trailing newline")
 def test_check_name_refuses_a_trailing_newline():
     with pytest.raises(Exit):
         check_name("alice\n")

@@ -1,0 +1,101 @@
+"""`python -m tasks`: the same tasks as `inv`, plus Fabric's `-H host` to run them on a
+remote host over SSH. Invoke's own `inv` has no -H, and Fabric's `fab` looks for a
+fabfile; this program is Fabric's with our collection and host-key checking added."""
+import atexit
+import json
+import os
+import traceback
+from pathlib import Path
+
+from fabric import Config, Connection, Executor
+from fabric.main import Fab
+from fabric.tasks import ConnectionCall
+from invoke.exceptions import Exit
+
+from tasks.root import ns
+
+
+def trust_hint(host: str, port: int) -> str:
+    target = host if port == 22 else f"-p {port} {host}"
+    return (f"Check the host's key fingerprint with its administrator, then trust it with:\n"
+            f"  ssh-keyscan {target} >> ~/.ssh/known_hosts\n"
+            "(or connect once with `ssh` and answer yes after checking the fingerprint).")
+
+
+def _count_channels(connection) -> None:
+    """With JUPYTERHUB_DEPLOY_SSH_STATS=FILE, record how many connections and channels
+    (each command, Docker API stream and tunnel opens one: a round trip at least) a run
+    used, for the tests and bench/ to hold the no-op deploy to its budget."""
+    path = os.environ.get("JUPYTERHUB_DEPLOY_SSH_STATS")
+    transport = connection.transport
+    if not path or transport is None or getattr(transport, "_counted", False):
+        return
+    stats = {"connections": 1, "channels": 0, "opened_by": []}
+    opener = transport.open_channel
+
+    def counting_open_channel(*args, **kwargs):
+        stats["channels"] += 1
+        callers = [f"{f.name}:{f.lineno}" for f in traceback.extract_stack()[:-1]
+                   if "/tasks/" in f.filename and "program.py" not in f.filename]
+        stats["opened_by"].append(f"{args[0] if args else kwargs.get('kind')} <- {' < '.join(reversed(callers[-3:]))}")
+        return opener(*args, **kwargs)
+
+    transport.open_channel = counting_open_channel
+    transport._counted = True
+    atexit.register(lambda: Path(path).write_text(json.dumps(stats)))
+
+
+class CheckedConnection(Connection):
+    """Fabric's Connection, minus its default of accepting any host key (fabric#1804):
+    keys must be in ~/.ssh/known_hosts, and an unknown or changed key stops the task."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        import paramiko
+
+        known_hosts = Path.home() / ".ssh" / "known_hosts"
+        if known_hosts.exists():
+            self.client.load_host_keys(str(known_hosts))
+        self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+    def open(self):
+        import paramiko
+
+        try:
+            result = super().open()
+            _count_channels(self)
+            return result
+        except paramiko.BadHostKeyException:
+            raise Exit(
+                f"The SSH host key of {self.host} (port {self.port}) has CHANGED since it was "
+                "trusted. This can mean someone is intercepting the connection, or the server "
+                "was reinstalled. Nothing was done.\nIf the change is expected, remove the old "
+                f"key with `ssh-keygen -R {self.host if self.port == 22 else f'[{self.host}]:{self.port}'}` and "
+                + trust_hint(self.host, self.port)[0].lower() + trust_hint(self.host, self.port)[1:]
+            )
+        except paramiko.SSHException as error:
+            if "not found in known_hosts" in str(error):
+                raise Exit(f"{self.host} (port {self.port}) is not a known SSH host, so nothing "
+                           f"was done. {trust_hint(self.host, self.port)}")
+            raise Exit(f"SSH connection to {self.host} failed: {error}")
+        except OSError as error:
+            raise Exit(f"Cannot connect to {self.host} port {self.port}: {error}")
+
+
+class CheckedConnectionCall(ConnectionCall):
+    def make_context(self, config):
+        return CheckedConnection(**{**self.init_kwargs, "config": config})
+
+
+class CheckedExecutor(Executor):
+    def parameterize(self, call, connection_init_kwargs):
+        return call.clone(into=CheckedConnectionCall, with_={"init_kwargs": connection_init_kwargs})
+
+
+program = Fab(
+    name="jupyterhub-deploy",
+    namespace=ns,
+    executor_class=CheckedExecutor,
+    config_class=Config,
+    version="0.1.0",
+)

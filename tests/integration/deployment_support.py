@@ -1,0 +1,81 @@
+"""A deployment of a copy of the project, driven the way a user drives it (subprocesses)."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_FILES = ["tasks.py", "tasks", "hub", "notebook", "docker-compose.yml", ".env", "userlist"]
+PROJECT_LABEL = "org.jupyterhub-deploy.project"
+USERLIST = "admin admin\nalice\n"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Deployment:
+    root: Path
+    project: str
+    port: int
+    env: dict = field(default_factory=dict)
+    # How the tasks are started: `inv` locally; `python -m tasks -H host` for a remote host.
+    program: tuple = ("-m", "invoke")
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def cafile(self) -> str:
+        return str(self.root / "secrets" / "jupyterhub.crt")
+
+    def inv(self, *args, env=None, timeout=1800):
+        """Run `inv ARGS` in the copy as a user would; returns the CompletedProcess."""
+        run_env = {**os.environ, **self.env, **(env or {})}
+        for key in [k for k, v in run_env.items() if v is None]:
+            del run_env[key]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, *self.program, *args], cwd=self.root, env=run_env,
+            capture_output=True, text=True, timeout=timeout,
+        )
+        result.seconds = time.monotonic() - started
+        result.output = result.stdout + result.stderr
+        return result
+
+    def inv_ok(self, *args, **kwargs):
+        result = self.inv(*args, **kwargs)
+        assert result.returncode == 0, f"inv {' '.join(args)} failed:\n{result.output[-6000:]}"
+        return result
+
+    def password(self, name: str) -> str:
+        for line in (self.root / "secrets" / "initial-passwords").read_text().splitlines():
+            if line and not line.startswith("#") and line.split()[0] == name:
+                return line.split(None, 1)[1]
+        raise KeyError(name)
+
+    def labelled(self, client, kind):
+        filters = {"label": f"{PROJECT_LABEL}={self.project}"}
+        if kind == "containers":
+            return client.containers.list(all=True, filters=filters)
+        return getattr(client, kind).list(filters=filters)
+
+
+def copy_project(root: Path) -> Path:
+    """A copy of the project as a user would have it: tracked files, our userlist, no secrets."""
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    (root / "userlist").write_text(USERLIST)
+    return root

@@ -1,0 +1,25 @@
+"""A copy of the project deployed to the remote test host with `python -m tasks -H jhremote`."""
+import json
+import uuid
+
+from deployment_support import Deployment, copy_project
+
+
+class RemoteDeployment(Deployment):
+    def full_env(self) -> dict:
+        import os
+
+        return {**os.environ, **self.env}
+
+    def ssh_stats(self) -> dict:
+        return json.loads((self.root / ".ssh-stats.json").read_text())
+
+
+def copy_project_for_remote(root, remote_host) -> RemoteDeployment:
+    copy_project(root)
+    project = f"jhr{uuid.uuid4().hex[:8]}"
+    env = {**remote_host.env(), "COMPOSE_PROJECT_NAME": project,
+           "HUB_PORT": str(remote_host.hub_port),
+           "JUPYTERHUB_DEPLOY_SSH_STATS": str(root / ".ssh-stats.json")}
+    return RemoteDeployment(root=root, project=project, port=remote_host.hub_port, env=env,
+                            program=("-m", "tasks", "-H", remote_host.alias))

@@ -1,0 +1,119 @@
+"""`python -m tasks -H host deploy` against a real, separate Docker host over SSH.
+
+The remote host (tests/remote/conftest.py) runs its own engine behind sshd; it starts with
+nothing but the base image. The tests run in file order and build on each other.
+"""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest_support import copy_project_for_remote
+from hubclient import HubClient
+
+pytestmark = pytest.mark.remote
+
+
+@pytest.fixture(scope="module")
+def remote_deployment(remote_host, tmp_path_factory):
+    d = copy_project_for_remote(tmp_path_factory.mktemp("remote-deployment"), remote_host)
+    yield d
+    d.inv("down")
+
+
+def test_deploy_from_nothing_serves_https_and_spawns_on_the_remote(remote_deployment, remote_host):
+    d = remote_deployment
+    assert remote_host.docker("ps", "-q").stdout.strip() == ""
+    result = d.inv_ok("deploy")
+    print(f"first deploy: {result.seconds:.1f} s, ssh: {d.ssh_stats()}")
+    assert f"answers at https://{remote_host.host}:{d.port}/" in result.output
+    # Through the remote host's published port, verified against the generated certificate.
+    response = requests.get(f"{d.url}/hub/api", verify=d.cafile, timeout=10)
+    assert response.status_code == 200 and response.json()["version"] == "6.1.1"
+    hub = HubClient(d.url, d.cafile)
+    assert hub.login("admin", d.password("admin")).status_code == 302
+    hub.make_token("admin")
+    hub.start_server("admin")
+    assert hub.run_code("admin", "6*7") == "42"
+    # The user's server runs on the remote engine, not on this machine's.
+    names = remote_host.docker("ps", "--format", "{{.Names}}").stdout.split()
+    assert f"{d.project}-user-admin" in names
+    assert f"{d.project}-user-admin" not in subprocess.run(
+        ["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True).stdout.split()
+    # Secrets arrived with owner-only modes.
+    modes = remote_host.container.exec_run(
+        ["sh", "-c", "stat -c '%a %n' jupyterhub-deploy/secrets jupyterhub-deploy/secrets/*"],
+        workdir="/root").output.decode()
+    assert "700 jupyterhub-deploy/secrets\n" in modes
+    assert "600 jupyterhub-deploy/secrets/jupyterhub.key" in modes
+
+
+def test_second_deploy_is_a_quick_no_op(remote_deployment, remote_host):
+    d = remote_deployment
+    before = remote_host.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}").stdout
+    result = d.inv_ok("deploy")
+    stats = d.ssh_stats()
+    print(f"no-op deploy: {result.seconds:.1f} s, ssh: {stats}")
+    assert "unchanged" in result.output and "uploaded" not in result.output
+    assert "Recreate" not in result.output and "Started" not in result.output
+    ids = lambda text: sorted(line.split()[:2] for line in text.splitlines())
+    assert ids(remote_host.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}").stdout) == ids(before)
+    assert result.seconds <= 10, f"no-op deploy took {result.seconds:.1f} s"
+    assert stats["connections"] == 1
+    assert stats["channels"] <= 10, stats
+
+
+def test_a_changed_host_key_is_refused(remote_deployment, remote_host):
+    d = remote_deployment
+    remote_host.recreate_host_key()
+    try:
+        result = d.inv("status")
+        assert result.returncode != 0
+        assert "has CHANGED" in result.output and "ssh-keyscan" in result.output
+        assert "Traceback" not in result.output
+    finally:
+        remote_host.trust_current_key()
+    d.inv_ok("status")
+
+
+def test_an_unknown_host_is_refused(remote_deployment, remote_host):
+    d = remote_deployment
+    saved = remote_host.known_hosts.read_text()
+    remote_host.known_hosts.write_text("")
+    try:
+        result = d.inv("status")
+        assert result.returncode != 0
+        assert "not a known SSH host" in result.output and "ssh-keyscan" in result.output
+    finally:
+        remote_host.known_hosts.write_text(saved)
+
+
+def test_a_dropped_connection_mid_deploy_converges_on_the_next_run(remote_deployment, remote_host):
+    d = remote_deployment
+    # A change that makes deploy upload files and recreate the hub.
+    (d.root / "userlist").write_text((d.root / "userlist").read_text() + "bob\n")
+    process = subprocess.Popen(
+        [sys.executable, *d.program, "deploy"], cwd=d.root, env=d.full_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        seen.append(line)
+        if "project files on" in line or time.monotonic() > deadline:
+            break
+    # Drop every SSH session from the server's side, as a network cut would.
+    remote_host.container.exec_run(["pkill", "-f", "sshd: root"])
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode != 0, "".join(seen)
+    result = d.inv_ok("deploy")
+    assert "answers at" in result.output
+    hub = HubClient(d.url, d.cafile)
+    assert hub.login("bob", d.password("bob")).status_code == 302

@@ -1,0 +1,160 @@
+"""tasks.backup without an engine: every refusal that comes before the engine is asked
+anything, the backup folder, the lock's staleness, and the progress line."""
+import io
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from invoke import Config, MockContext
+from invoke.exceptions import Exit
+
+from tasks import backup
+from tests.archives import make_archive, sidecar, volume
+
+
+def context(tmp_path, **backup_config):
+    overrides = {"project_dir": str(tmp_path)}
+    if backup_config:
+        overrides["backup"] = backup_config
+    # No `run` answers: any command (compose, docker) would fail the test.
+    return MockContext(config=Config(overrides=overrides))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({}, "Say what to back up: --user NAME, --hub or --all"),
+    ({"user": "alice", "hub": True}, "not --user and --hub together"),
+    ({"all_": True, "list_": True}, "not --all and --list together"),
+    ({"user": "../etc"}, "'../etc' is not a valid user name"),
+    ({"user": "$(id)"}, "is not a valid user name"),
+    ({"user": "Alice"}, "is not a valid user name"),
+])
+def test_backup_refuses_bad_input_before_the_engine(tmp_path, kwargs, words):
+    with pytest.raises(Exit) as caught:
+        backup.backup(context(tmp_path), **kwargs)
+    assert words in caught.value.message
+    assert not (tmp_path / "backups").exists()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"from_": "x.tar"}, "Say what to restore: --user NAME or --hub"),
+    ({"user": "alice", "hub": True, "from_": "x.tar"}, "Say what to restore"),
+    ({"user": "alice"}, "Say which archive to restore with --from FILE"),
+    ({"user": "a;rm -rf /", "from_": "x.tar"}, "is not a valid user name"),
+    ({"user": "alice", "from_": "missing.tar"}, "No backup missing.tar"),
+    ({"user": "alice", "from_": "x.tar", "max_size": "lots"}, "--max-size: 'lots' is not a size"),
+])
+def test_restore_refuses_bad_input_before_the_engine(tmp_path, kwargs, words):
+    with pytest.raises(Exit) as caught:
+        backup.restore(context(tmp_path), **kwargs)
+    assert words in caught.value.message
+
+
+def write_archive(folder: Path, name: str, data: bytes, with_sidecar=True) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    if with_sidecar:
+        (folder / f"{name}.sha256").write_text(sidecar(data, name))
+    return folder / name
+
+
+def test_restore_needs_the_checksum_file_beside_the_archive(tmp_path):
+    write_archive(tmp_path / "backups", "a.tar", make_archive(volume()), with_sidecar=False)
+    with pytest.raises(Exit) as caught:
+        backup.restore(context(tmp_path), user="alice", from_="a.tar")
+    assert "has no checksum file a.tar.sha256 beside it" in caught.value.message
+
+
+def test_restore_refuses_the_wrong_kind_or_user_before_the_engine(tmp_path):
+    write_archive(tmp_path / "backups", "a.tar", make_archive(volume()))
+    with pytest.raises(Exit) as caught:
+        backup.restore(context(tmp_path), user="bob", from_="a.tar")
+    assert "alice's backup, not bob's: restore it with --user alice" in caught.value.message
+    with pytest.raises(Exit) as caught:
+        backup.restore(context(tmp_path), hub=True, from_="a.tar")
+    assert "restore it with --user alice" in caught.value.message
+
+
+def test_restore_refuses_what_is_not_an_archive(tmp_path):
+    write_archive(tmp_path / "backups", "notes.tar", b"just some text\n" * 100)
+    with pytest.raises(Exit) as caught:
+        backup.restore(context(tmp_path), user="alice", from_="notes.tar")
+    assert "Refused notes.tar" in caught.value.message and "Nothing was changed" in caught.value.message
+
+
+def test_backup_folder_flag_beats_config_beats_default(tmp_path):
+    assert backup.backup_folder(context(tmp_path)) == tmp_path / "backups"
+    assert backup.backup_folder(context(tmp_path, dir="/srv/b")) == Path("/srv/b")
+    assert backup.backup_folder(context(tmp_path, dir="/srv/b"), "rel") == tmp_path / "rel"
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(Exit, match="is a file"):
+        backup.backup_folder(context(tmp_path), "afile")
+
+
+def test_backup_folder_is_made_private(tmp_path):
+    folder = tmp_path / "deep" / "backups"
+    backup.ensure_folder(folder)
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o700)
+
+
+def test_listing_an_empty_or_missing_folder(tmp_path, capsys):
+    backup.backup(context(tmp_path), list_=True)
+    assert "no backups in" in capsys.readouterr().out
+    write_archive(tmp_path / "backups", "p-user-alice-20260101T000000Z.tar", make_archive(volume()))
+    (tmp_path / "backups" / "p-user-bob-20260101T000000Z.tar.partial").write_bytes(b"")
+    backup.backup(context(tmp_path), list_=True)
+    out = capsys.readouterr().out
+    assert "2023-11-14 22:13:20" in out and "user alice" in out and "1 unfinished" in out
+
+
+def labels(pid, host=None, started=None):
+    return {"org.jupyterhub-deploy.pid": str(pid), "org.jupyterhub-deploy.host":
+            host or socket.gethostname(), "org.jupyterhub-deploy.started":
+            backup._start_ticks(pid) if started is None else started}
+
+
+def test_a_lock_held_by_a_live_process_is_not_stale():
+    assert backup.stale_reason(labels(os.getpid())) == ""
+
+
+def test_a_lock_whose_process_is_gone_or_reused_is_stale():
+    assert "no longer running" in backup.stale_reason(labels(2 ** 22 + 12345, started="1"))
+    # Same pid, another start time: the id was reused by a new process.
+    assert "no longer running" in backup.stale_reason(labels(os.getpid(), started="1"))
+
+
+def test_a_lock_from_another_machine_is_never_taken_as_stale():
+    assert backup.stale_reason(labels(2 ** 22 + 12345, host="elsewhere", started="1")) == ""
+
+
+def test_lock_name_cannot_be_another_objects_name():
+    # "." is in no project name (settings refuse it) and in no escaped user name.
+    assert backup.lock_name("proj-user-a-2eb") == "proj-user-a-2eb.lock"
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_shows_bytes_and_rate_on_a_terminal_only():
+    shown = Tty()
+    progress = backup.Progress("backing up user alice", stream=shown)
+    progress.shown = -1.0  # as if the last line was long ago
+    progress.add(5_000_000)
+    progress.close()
+    assert "backing up user alice: 5.0 MB" in shown.getvalue() and "/s" in shown.getvalue()
+    quiet = io.StringIO()
+    progress = backup.Progress("x", stream=quiet)
+    progress.add(5_000_000)
+    progress.close()
+    assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("text, ns", [
+    ("2026-11-26T09:22:47.04580277Z", 1795684967045802770),
+    ("2018-10-01T15:37:48-07:00", 1538433468000000000),
+    ("yesterday", None), ("", None),
+])
+def test_engine_times_parse_to_nanoseconds(text, ns):
+    assert backup.parse_engine_time(text) == ns
