@@ -106,10 +106,13 @@ def up(users: list, driver_user: str = "d01", workdir: Path = None) -> Bench:
     d.env["HUB_PORT"] = str(d.port)
     bench = Bench(d=d, client=docker.from_env(), users=users, driver_user=driver_user)
     print(f"deploying {project} on port {d.port} from {root} (inv build up)...", flush=True)
-    result = d.inv("build", "up")
-    if result.returncode != 0:
+    try:
+        result = d.inv("build", "up")
+        if result.returncode != 0:
+            raise BenchError(f"inv build up failed:\n{result.output[-4000:]}")
+    except BaseException:  # a failure or Ctrl-C: leave nothing behind
         teardown(bench)
-        raise BenchError(f"inv build up failed:\n{result.output[-4000:]}")
+        raise
     print(f"  up in {result.seconds:.1f} s", flush=True)
     bench.admin = HubUser(d.url, d.cafile)
     bench.admin.login_form("admin", d.password("admin"))

@@ -47,6 +47,7 @@ class Direct:
     start_s: float     # the engine's `start` call
     answer_s: float    # from `start` until the server answered
     cpu_s: float       # CPU time the container used until it answered
+    answered_at: float = 0.0  # perf_counter() when it answered
 
     @property
     def total_s(self) -> float:
@@ -62,9 +63,10 @@ class Direct:
         return f"http://{self.ip}:{PORT}{prefix}"
 
 
-def wait_http(client, container_id: str, ip: str, path: str, deadline_s: float = 120) -> None:
-    """Poll GET path until the server answers below 500, every 10 ms (the floor should be
-    tight); fail early, with the log, if the container exits."""
+def wait_http(client, container_id: str, ip: str, path: str, deadline_s: float = 120,
+              poll_s: float = 0.01) -> None:
+    """Poll GET path until the server answers below 500, every poll_s (10 ms: the floor
+    should be tight); fail early, with the log, if the container exits."""
     end = time.monotonic() + deadline_s
     next_state_check = time.monotonic() + 1
     last = "no answer yet"
@@ -86,7 +88,7 @@ def wait_http(client, container_id: str, ip: str, path: str, deadline_s: float =
             if not state["Running"]:
                 logs = client.api.logs(container_id, tail=40).decode(errors="replace")
                 raise RuntimeError(f"the server exited ({state.get('ExitCode')}) before answering:\n{logs}")
-        time.sleep(0.01)
+        time.sleep(poll_s)
     raise RuntimeError(f"http://{ip}:{PORT}{path} did not answer within {deadline_s} s; last: {last}")
 
 
@@ -95,7 +97,8 @@ def cpu_seconds(client, container_id: str) -> float:
     return stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
 
 
-def start_direct(client, template: Template, name: str, project: str, image: str = "") -> Direct:
+def start_direct(client, template: Template, name: str, project: str, image: str = "",
+                 poll_s: float = 0.01) -> Direct:
     """Create and start a server as DockerSpawner does (same API calls and settings), under
     our own name and labels, and wait until it answers on the path the hub polls."""
     api = client.api
@@ -112,10 +115,10 @@ def start_direct(client, template: Template, name: str, project: str, image: str
     api.start(container_id)
     start_done = time.perf_counter()
     ip = api.inspect_container(container_id)["NetworkSettings"]["Networks"][template.network]["IPAddress"]
-    wait_http(client, container_id, ip, template.prefix + "api")
+    wait_http(client, container_id, ip, template.prefix + "api", poll_s=poll_s)
     answered = time.perf_counter()
     return Direct(container_id, ip, created_at - started, start_done - created_at,
-                  answered - start_done, cpu_seconds(client, container_id))
+                  answered - start_done, cpu_seconds(client, container_id), answered)
 
 
 def stop_direct(client, container_id: str) -> float:

@@ -10,7 +10,8 @@ class Row:
     """One figure of one benchmark, its floor and the target it is held to.
 
     kind "ratio": value / floor <= target; "delta": value - floor <= target (same unit);
-    "max": value <= target (no floor); "info": reported, no target."""
+    "max": value <= target (no floor); "info": reported (with its ratio to a floor if it
+    has one), no target."""
     bench: str
     figure: str
     value: float
@@ -22,7 +23,7 @@ class Row:
 
     @property
     def against_floor(self) -> float:
-        if self.kind == "ratio":
+        if self.kind in ("ratio", "info"):
             return self.value / self.floor if self.floor else math.nan
         if self.kind == "delta":
             return self.value - self.floor
@@ -51,7 +52,7 @@ def _number(value: float, unit: str) -> str:
 
 
 def _against(row: Row) -> str:
-    if row.kind == "ratio":
+    if row.kind in ("ratio", "info") and not math.isnan(row.against_floor):
         return f"{row.against_floor:.2f}x"
     if row.kind == "delta":
         return f"{row.against_floor:+.2f} {row.unit}"

@@ -86,18 +86,28 @@ def git_revision() -> str:
     return revision + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def meta(args, bench, started: float) -> dict:
+def image_ids(bench) -> dict:
     images = {}
     for name in ("jupyterhub-deploy-hub:latest", "jupyterhub-deploy-notebook:latest"):
         try:
             images[name] = bench.client.images.get(name).id
         except Exception:  # noqa: BLE001
             images[name] = None
+    return images
+
+
+def meta(args, bench, started: float, images_at_start: dict) -> dict:
+    images = image_ids(bench)
+    if images != images_at_start:
+        print("warning: the image tags moved during the run (another deployment's `inv build` "
+              "on this machine?): the hub may have spawned another image than the floors ran",
+              file=sys.stderr)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick, "revision": git_revision(), "host": platform.node(),
         "cores": os.cpu_count(), "load_average_at_end": os.getloadavg(),
         "docker": bench.client.version().get("Version"), "images": images,
+        "images_at_start": images_at_start,
         "counts": {opt: getattr(args, opt) for _, opt in BENCHMARKS.values()},
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -108,8 +118,13 @@ def main(argv=None) -> int:
     started = time.monotonic()
     print(f"load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} cores{' (quick: small counts, noisy)' if args.quick else ''}", flush=True)
-    bench = deployment.up(bench_users(args))
+    try:
+        bench = deployment.up(bench_users(args))
+    except deployment.BenchError as error:
+        print(f"cannot benchmark: {error}", file=sys.stderr)
+        return 2
     rows, distributions, details = [], {}, {}
+    images_at_start = image_ids(bench)
     try:
         for name in args.selected:
             function, option = BENCHMARKS[name]
@@ -125,7 +140,7 @@ def main(argv=None) -> int:
             distributions.update(outcome.distributions)
             details[name] = {**outcome.details, "seconds": round(time.monotonic() - begun, 1)}
             print(table(outcome.rows).split("\n", 2)[2], flush=True)
-        info = meta(args, bench, started)
+        info = meta(args, bench, started, images_at_start)
     finally:
         if args.keep:
             print(f"left up: project {bench.project}, {bench.d.url}, files in {bench.d.root}")

@@ -280,7 +280,6 @@ class TreeChecker:
         self.symlinks = set()
         self.entries = 0
         self.bytes = 0
-        self.last = None
 
     def check(self, entry: Entry) -> None:
         parts = split_path(entry.path)
@@ -320,7 +319,6 @@ class TreeChecker:
             self.symlinks.add(parts)
         self.entries += 1
         self.bytes += entry.size
-        self.last = parts
 
     def _place(self, parts: tuple, where: str) -> None:
         depth = len(parts)

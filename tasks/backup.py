@@ -1,20 +1,14 @@
 """Backup and restore of users' volumes and the hub's data: `inv backup`, `inv restore`.
 
-Everything moves through the Docker archive API on a helper container that mounts the
-volume and is created but never started: the engine streams the volume's tar to us, we
-check and hash it entry by entry and write our archive (tasks/archive.py) straight to a
-file; a restore streams the checked archive back the same way. Nothing runs tar in a
-container, no archive is held in memory, and it works the same on a remote engine.
-
-The helper container's name, `<volume>.lock`, is also the lock: a second backup or restore
-of the same volume cannot create it and is refused; one left by a killed process is
-recognised as stale and removed. Only a restore starts it, once, to swap the staged copy
-into place with tasks/restore_swap.py.
+Everything moves through the Docker archive API on the volume's helper container
+(tasks/volume_helper.py), which is also the lock: the engine streams the volume's tar to
+us, we check and hash it entry by entry and write our archive (tasks/archive.py) straight
+to a file; a restore checks the whole archive, then streams it back the same way and swaps
+it into place. Nothing runs tar in a container, no archive is held in memory, and nothing
+but the engine's API is needed.
 """
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import time
@@ -28,22 +22,17 @@ from invoke.exceptions import Exit
 
 from tasks import archive as fmt
 from tasks import streams
-from tasks.names import LABEL, PROJECT_LABEL, ROLE_LABEL, USER_LABEL, labels, user_volume
+from tasks.names import PROJECT_LABEL, ROLE_LABEL, USER_LABEL, labels, user_volume
 from tasks.target import docker_client, project_dir
 from tasks.userlist import check_name
+from tasks.volume_helper import (
+    MOUNT, MOUNT_ROOT, Deployment, Target, acquire, engine_stat, parse_engine_time, release,
+    run_swap, settle, top_level_names, volume_stream,
+)
 
 DEFAULTS = {"dir": "backups", "compress": False, "max_size": "100G"}
-# Where helper containers mount the volume: a path no image has, so Docker never copies
-# image content into an empty volume (and the mount says nocopy as well).
-MOUNT = "/.jupyterhub-deploy-volume"
-MOUNT_ROOT = MOUNT.rsplit("/", 1)[1]
 HUB_DB = "jupyterhub.sqlite"  # hub/jupyterhub_config.py: sqlite:////data/jupyterhub.sqlite
 HUB_DB_SIDE_FILES = tuple(HUB_DB + suffix for suffix in ("-journal", "-wal", "-shm"))
-LOCK_ROLE = "volume-lock"
-SWAP_SOURCE = (Path(__file__).with_name("restore_swap.py")).read_text(encoding="utf-8")
-# Containers made from an image `docker compose build` made inherit its compose labels;
-# blank them so compose never takes a helper for one of its own containers.
-_NOT_COMPOSE = {"com.docker.compose.project": "", "com.docker.compose.service": ""}
 
 # Run in the running hub's container: SQLite's online backup gives a consistent copy even
 # while the hub writes; the copy lands in the data volume, where the backup reads it.
@@ -69,27 +58,6 @@ os.chmod(copy, stat.S_IMODE(info.st_mode))
 print(json.dumps({"result": "copied", "check": check, "bytes": os.path.getsize(copy)}))
 """
 DROP_SNAPSHOT_SCRIPT = "import shutil, sys; shutil.rmtree(sys.argv[1], ignore_errors=True)"
-
-
-@dataclass(frozen=True)
-class Target:
-    kind: str  # "user" or "hub"
-    volume: str
-    user: str = ""
-
-    @property
-    def what(self) -> str:
-        return f"user {self.user}" if self.kind == "user" else "the hub's data"
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What every backup and restore step needs, read once per task."""
-    root: Path
-    project: str
-    client: object
-    image: str  # the helper containers' image: the hub's, which has python3 for the swap
-    hub_volume: str
 
 
 @dataclass
@@ -254,194 +222,6 @@ class Progress:
             self.stream.flush()
 
 
-# --- streams from and to the engine --------------------------------------------------------------
-
-def volume_stream(container, path: str, on_chunk=None):
-    """The engine's tar of `path` in the container, as `tasks.streams.Chunks`; close()
-    drops the connection. Read in this thread: the engine sends 32 KiB pieces, and a
-    thread reading ahead cost more (the GIL) than it saved, measured on two cores."""
-    chunks, _ = container.get_archive(path, chunk_size=fmt.CHUNK)
-    if on_chunk:
-        chunks = _watched(chunks, on_chunk)
-    return streams.Chunks(chunks)
-
-
-def _watched(chunks, on_chunk):
-    try:
-        for chunk in chunks:
-            on_chunk(chunk)
-            yield chunk
-    finally:
-        chunks.close()
-
-
-def _exists(container, path: str):
-    """The engine's stat of a path in the container, or None."""
-    import docker
-
-    try:
-        chunks, info = container.get_archive(path)
-    except docker.errors.NotFound:
-        return None
-    chunks.close()
-    return info or {}
-
-
-def top_level_names(container, limit: int = 3) -> list:
-    """Up to `limit` names at the volume's root, ours left out: reads headers only."""
-    stream = volume_stream(container, MOUNT)
-    try:
-        tar = fmt.TarReader(stream)
-        names = []
-        while len(names) < limit:
-            header = tar.next()
-            if header is None:
-                break
-            name = header.name.rstrip("/")
-            if name.startswith(MOUNT_ROOT + "/"):
-                rest = name[len(MOUNT_ROOT) + 1:]
-                if "/" not in rest and rest not in fmt.RESERVED:
-                    names.append(rest)
-        return names
-    finally:
-        stream.close()
-
-
-# --- the lock -------------------------------------------------------------------------------
-
-def _start_ticks(pid: int) -> str:
-    """When a process started (clock ticks since boot), telling a live process from a new
-    one that reuses its id; "" when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
-            return file.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def lock_name(volume: str) -> str:
-    # "." never occurs in a project or an escaped user name, so this names no other object.
-    return f"{volume}.lock"
-
-
-def lock_owner(got: dict) -> str:
-    """Who holds a lock, from its labels."""
-    return (f"{got.get(f'{LABEL}.operation', 'an operation')} started "
-            f"{got.get(f'{LABEL}.since', '?')} by process {got.get(f'{LABEL}.pid', '?')} "
-            f"on {got.get(f'{LABEL}.host', '?')}")
-
-
-def stale_reason(got: dict, host: str = "") -> str:
-    """Why a lock (its labels) is stale, its process gone, or "" if it may still be held."""
-    if got.get(f"{LABEL}.host") != (host or socket.gethostname()):
-        return ""  # another machine's process: we cannot tell
-    pid = got.get(f"{LABEL}.pid", "")
-    if not pid.isdigit():
-        return ""
-    ticks = _start_ticks(int(pid))
-    if ticks and ticks == got.get(f"{LABEL}.started"):
-        return ""
-    return f"process {pid} that made it is no longer running"
-
-
-def _find_lock(client, name: str):
-    """The lock container's summary from the engine's list, or None. Listed, never
-    inspected: the engine locks a container while an archive of it streams, and an
-    inspect would wait for the other operation to finish."""
-    return next((ct for ct in client.api.containers(all=True, filters={"name": name})
-                 if f"/{name}" in ct.get("Names", [])), None)
-
-
-def acquire(dep: Deployment, target: Target, operation: str):
-    """Create the volume's helper container, which is the lock; refuse if it exists."""
-    import docker
-    from docker.types import Mount
-
-    name = lock_name(target.volume)
-    pid = os.getpid()
-    extra = {"volume": target.volume, "operation": operation, "pid": str(pid),
-             "host": socket.gethostname(), "started": _start_ticks(pid),
-             "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
-    for attempt in range(3):
-        try:
-            return dep.client.containers.create(
-                dep.image, name=name,
-                command=["python3", "-I", "-c", SWAP_SOURCE, MOUNT],
-                mounts=[Mount(MOUNT, target.volume, type="volume", no_copy=True)],
-                labels={**_NOT_COMPOSE, **labels(dep.project, LOCK_ROLE, **extra)},
-                network_disabled=True, user="0:0", read_only=True, working_dir="/",
-                cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER"],
-                security_opt=["no-new-privileges"],
-            )
-        except docker.errors.APIError as error:
-            if error.status_code != 409:
-                raise
-        holder = _find_lock(dep.client, name)
-        if holder is None:
-            continue  # released meanwhile
-        got = holder.get("Labels") or {}
-        reason = stale_reason(got)
-        if not reason:
-            raise Exit(
-                f"Another backup or restore of {target.what} (volume {target.volume}) is "
-                f"running: {lock_owner(got)}. Wait for it to finish and run this again. "
-                f"If that process is gone (its machine restarted), remove its lock with "
-                f"`docker rm {name}`.")
-        if holder.get("State") == "running":
-            print(f"waiting for the swap a stopped restore of {target.volume} started...")
-            dep.client.api.wait(holder["Id"])
-        dep.client.api.remove_container(holder["Id"], force=True)
-        print(f"removed a stale lock on {target.volume} ({lock_owner(got)}): the {reason}")
-    raise Exit(f"Could not take the lock {name} on volume {target.volume}; run this again.")
-
-
-def release(lock) -> None:
-    import docker
-
-    try:
-        lock.reload()
-        if lock.status == "running":  # a swap: it finishes on its own; the next run waits
-            print(f"the swap in {lock.name} goes on; the next backup or restore waits for it")
-            return
-        lock.remove(force=True)
-    except docker.errors.NotFound:
-        pass
-
-
-def run_swap(lock) -> str:
-    """Start the helper (tasks/restore_swap.py on the volume) and wait for its verdict."""
-    lock.start()
-    status = lock.wait()
-    lines = lock.logs(stdout=True, stderr=True).decode(errors="replace").strip().splitlines()
-    try:
-        verdict = json.loads(lines[-1])["result"]
-    except (IndexError, ValueError, KeyError, TypeError):
-        verdict = ""
-    if status.get("StatusCode") == 3:
-        return "not ours"
-    if status.get("StatusCode") != 0 or not verdict:
-        raise Exit(f"The restore step in {lock.name} failed (exit {status.get('StatusCode')}):\n"
-                   + "\n".join(lines[-20:]))
-    return verdict
-
-
-def settle(lock, target: Target) -> None:
-    """Finish or undo a restore of this volume that was interrupted."""
-    if _exists(lock, f"{MOUNT}/{fmt.RESTORE_DIR}") is None:
-        return
-    verdict = run_swap(lock)
-    if verdict == "not ours":
-        print(f"warning: {target.volume} holds a {fmt.RESTORE_DIR} that no restore made; "
-              "backups leave it out and a restore replaces it: rename it")
-    elif verdict == "finished":
-        print(f"finished the interrupted restore of {target.what} (volume {target.volume})")
-    elif verdict == "undone":
-        print(f"undid an interrupted restore of {target.what} (volume {target.volume}): "
-              "it had not started replacing anything")
-    elif verdict == "cleaned":
-        print(f"removed what an interrupted restore of {target.what} left behind")
-
-
 # --- backup ---------------------------------------------------------------------------------
 
 def _running_hub(dep: Deployment):
@@ -515,8 +295,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress: bool,
-                  snapshot: bool = False) -> Written:
-    """Stream the volume into `<name>.partial`, then checksum file, then the final name."""
+                  snapshot=None) -> Written:
+    """Stream the volume into `<name>.partial`, then checksum file, then the final name.
+    `snapshot`: (container, path) of a consistent copy of the hub database to archive in
+    the live database's place."""
     import gzip
 
     created = datetime.now(timezone.utc)
@@ -559,7 +341,7 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
                 if snapshot and entry.path in HUB_DB_SIDE_FILES:
                     continue  # the live database's journal: the snapshot is whole without it
                 if snapshot and entry.path == HUB_DB and entry.kind == fmt.FILE:
-                    _write_snapshot(lock, writer, checker, entry)
+                    _write_snapshot(*snapshot, writer, checker, entry)
                     continue
                 checker.check(entry)
                 writer.add(entry, chunks)
@@ -596,10 +378,12 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
     return Written(final, hashing.count, digest, checker.entries, checker.bytes, notes)
 
 
-def _write_snapshot(lock, writer, checker, live: fmt.Entry) -> None:
-    """Write the database snapshot (hub_snapshot put it in SNAPSHOT_DIR of the same volume)
-    under the live database's name, owner and mode, in its place in the walk order."""
-    stream = volume_stream(lock, f"{MOUNT}/{fmt.SNAPSHOT_DIR}/{HUB_DB}")
+def _write_snapshot(container, path: str, writer, checker, live: fmt.Entry) -> None:
+    """Write the database snapshot under the live database's name, owner and mode, in its
+    place in the walk order. It is read through the hub's container, not the helper: the
+    engine locks a container while it streams an archive of it, so a second archive of
+    the helper would wait for the first (paused right here) forever."""
+    stream = volume_stream(container, path)
     try:
         tar = fmt.TarReader(stream)
         header = tar.next()
@@ -627,7 +411,8 @@ def backup_one(dep: Deployment, target: Target, folder: Path, compress: bool) ->
                 if result["result"] == "none":
                     hub, snapshot = None, ""
         try:
-            return write_archive(dep, lock, target, folder, compress, bool(snapshot))
+            return write_archive(dep, lock, target, folder, compress,
+                                 (hub, f"{snapshot}/{HUB_DB}") if snapshot else None)
         finally:
             if hub is not None:
                 drop_snapshot(hub, snapshot)
@@ -722,15 +507,16 @@ def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=Fal
         print_backups(folder)
         return
     compress = bool(compress or _config(c, "compress"))
-    dep = prepare(c)
-    if user:
-        targets = [user_target(dep, user)]
-    elif hub:
-        targets = [hub_target(dep)]
-    else:
-        targets = user_targets(dep) + [hub_target(dep)]
-    for target in targets:
-        require_volume(dep, target)
+    with engine_errors("Backup"):
+        dep = prepare(c)
+        if user:
+            targets = [user_target(dep, user)]
+        elif hub:
+            targets = [hub_target(dep)]
+        else:
+            targets = user_targets(dep) + [hub_target(dep)]
+        for target in targets:
+            require_volume(dep, target)
     ensure_folder(folder)
     failed = []
     for target in targets:
@@ -848,22 +634,10 @@ def check_kind(meta: dict, target: Target, path: Path) -> None:
                    f"with --user {meta['user']}.")
 
 
-def parse_engine_time(text: str):
-    """Nanoseconds since the epoch from the engine's RFC 3339 time
-    ("2026-11-26T09:22:47.04580277Z", or with an offset), or None."""
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)",
-                         text or "")
-    if not match:
-        return None
-    base, fraction, zone = match.groups()
-    seconds = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
-    return int(seconds) * 10**9 + int((fraction or "0").ljust(9, "0"))
-
-
 def stage(lock, path: Path, expected: str, limits: fmt.Limits) -> None:
     """Put the archive into the volume's work folder, from a second read of the file that
     must hash the same as the checked one."""
-    before_ns = parse_engine_time((_exists(lock, MOUNT) or {}).get("mtime", ""))
+    before_ns = parse_engine_time((engine_stat(lock, MOUNT) or {}).get("mtime", ""))
     progress = Progress(f"restoring {path.name}", path.stat().st_size)
     stream = raw = None
     try:
@@ -899,7 +673,10 @@ def restore_volume(dep: Deployment, target: Target, path: Path, expected: str, f
     lock = None
     try:
         lock = acquire(dep, target, "restore")
-        settle(lock, target)
+        if settle(lock, target) == "not ours":
+            raise Exit(f"The volume {target.volume} holds a folder {fmt.RESTORE_DIR} that no "
+                       "restore made, and a restore works in it: rename it (from the user's "
+                       "server, or a container mounting the volume) and run this again.")
         present = top_level_names(lock)
         if present and not force:
             shown = ", ".join(repr(name) for name in present)
@@ -958,7 +735,8 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
         raise Exit(f"Refused {path.name}: {error}. Nothing was changed; pass an archive "
                    "`inv backup` wrote (`inv backup --list` shows them).")
     check_kind(meta, Target("user" if user else "hub", "", user), path)
-    dep = prepare(c)
+    with engine_errors("Restore"):
+        dep = prepare(c)
     target = user_target(dep, user) if user else hub_target(dep)
     with engine_errors(f"Restore of {target.what}"):
         summary = restore_volume(dep, target, path, expected, force, limits)

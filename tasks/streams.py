@@ -17,7 +17,7 @@ import threading
 import zlib
 
 CHUNK = 1 << 20
-DEPTH = 4  # batches (about CHUNK bytes each) in flight per queue: bounded memory
+DEPTH = 2  # batches (about CHUNK bytes each) in flight per queue: bounded memory
 IOV_MAX = 1024  # most buffers one writev(2) takes on Linux
 _DONE = object()
 

@@ -2,10 +2,11 @@
 
 jupyter_server imports jupyter_events, which imports jsonschema, whose format checkers
 import rfc3987_syntax; and that module builds about forty Earley parsers from its grammar
-as it is imported: around a second of CPU, more than the rest of the server's start,
-though nothing uses them until something validates an "iri" format. This step makes
-each parser get built the first time it is used instead (LazyLark, in lazy_lark.py). The
-package's names, functions and answers stay the same.
+as it is imported: one to two seconds of CPU on a small host, about half of the server's
+whole start (bench/, P11), though nothing uses them until something validates an "iri" format. This step makes
+each parser get built the first time it is used instead: the module's parser objects
+become stand-ins (LazyLark, in lazy_lark.py) that build the real one on first use, and
+its functions and their answers stay the same.
 
 It is written for one file: when the package is not that file (another version), the
 build stops here, so that someone looks again rather than patching what it does not know.

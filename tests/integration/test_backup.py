@@ -601,6 +601,10 @@ def test_hub_backed_up_while_serving_restores_into_a_fresh_deployment(
     # alice's work, in a volume labelled as the hub labels them, for `--all`.
     put(docker_client, d, volume_name(d, "alice"), [entry("notes.txt", body=b"alice's\n")],
         labelled_user="alice")
+    # Bulk after the database in the walk order: the engine is still streaming the volume
+    # when the backup reaches the database and reads the snapshot (a second archive of
+    # the same helper would then wait forever: the engine locks a container per stream).
+    put(docker_client, d, f"{d.project}-hub-data", [big_entry("zz-bulk.bin", 4 << 20)])
 
     # Requests keep coming while the backup runs: reads, and writes (new tokens).
     stop, seen = threading.Event(), []
@@ -638,7 +642,7 @@ def test_hub_backed_up_while_serving_restores_into_a_fresh_deployment(
         meta = json.loads(tar.extractfile("jupyterhub-deploy-backup.json").read())
         db = tmp_path_factory.mktemp("db") / "jupyterhub.sqlite"
         db.write_bytes(tar.extractfile("data/jupyterhub.sqlite").read())
-    assert "data/jupyterhub_cookie_secret" in names
+    assert "data/jupyterhub_cookie_secret" in names and "data/zz-bulk.bin" in names
     assert not [n for n in names if n.endswith(("-journal", "-wal", "-shm"))]
     assert not [n for n in names if ".jupyterhub-deploy-" in n]
     assert meta["kind"] == "hub" and meta["hub_database"] == "online-backup"

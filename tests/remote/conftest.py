@@ -10,17 +10,10 @@ Everything created here carries the remote-host test label plus a per-session la
 and is removed by those labels; the image stays, tagged by a hash of what it is built
 from, so later sessions reuse it. The steps themselves are in remotehost.py.
 """
-import time
-import uuid
-
 import docker
 import pytest
 
-from remotehost import (
-    ALIAS, BASE_IMAGE, LOOPBACK, SESSION_LABEL, TEST_LABEL, TEST_LABEL_VALUE, RemoteHost,
-    compose_plugin, ensure_image, new_client_key, read_container_file, remove_labelled,
-    seed_image, start_container, wait_for_host, write_ssh_files,
-)
+from remotehost import BASE_IMAGE, read_container_file, started_host
 
 
 def dump_logs(request, host_container) -> None:
@@ -55,51 +48,17 @@ def outer_docker():
 @pytest.fixture(scope="session")
 def remote_host(request, tmp_path_factory, outer_docker):
     """A separate Docker host over SSH at 127.0.0.1, known as `jhremote` in a temporary HOME."""
-    client = outer_docker
-    started = time.monotonic()
-    tag, build_seconds = ensure_image(client, compose_plugin())
+    def on_failure(container):
+        if request.session.testsfailed:
+            dump_logs(request, container)
 
-    home = tmp_path_factory.mktemp("remote-home")
-    ssh_dir = home / ".ssh"
-    ssh_dir.mkdir(mode=0o700)
-    key_path = new_client_key(ssh_dir)
-
-    session = uuid.uuid4().hex[:10]
-    labels = {TEST_LABEL: TEST_LABEL_VALUE, SESSION_LABEL: session}
-    container = None
-    setup_failed = True
-    try:
-        volume = client.volumes.create(name=f"jh-remote-{session}-docker", labels=labels)
-        container, ssh_port, hub_port = start_container(
-            client, tag, labels, volume, (ssh_dir / "id_ed25519.pub").read_bytes(), session,
-        )
-        container_started = time.monotonic()
-        wait_for_host(container, ssh_port)
-        host = RemoteHost(
-            alias=ALIAS, host=LOOPBACK, ssh_port=ssh_port, hub_port=hub_port, home=home,
-            key_path=key_path, container=container,
-        )
-        host.trust_current_key()
-        write_ssh_files(host)
-        host.ssh().close()  # the first real login, checked against known_hosts
-        ready = time.monotonic()
-        seed_image(container.name, BASE_IMAGE)
-        seeded = time.monotonic()
-        host.timings = {
-            "image_build_s": build_seconds,
-            "ready_s": ready - container_started,
-            "seed_s": seeded - ready,
-            "setup_total_s": seeded - started,
-        }
-        build = "cached" if build_seconds is None else f"built in {build_seconds:.1f} s"
+    with started_host(outer_docker, tmp_path_factory.mktemp("remote-home"),
+                      on_exit=on_failure, on_setup_failure=lambda ct: dump_logs(request, ct)) as host:
+        build = host.timings["image_build_s"]
+        build = "cached" if build is None else f"built in {build:.1f} s"
         show(request, (
-            f"\nremote_host {container.name}: image {tag} {build}; sshd+dockerd ready "
+            f"\nremote_host {host.container.name}: image {build}; sshd+dockerd ready "
             f"{host.timings['ready_s']:.1f} s; seeded {BASE_IMAGE} in "
             f"{host.timings['seed_s']:.1f} s; setup {host.timings['setup_total_s']:.1f} s"
         ))
-        setup_failed = False
         yield host
-    finally:
-        if container is not None and (setup_failed or request.session.testsfailed):
-            dump_logs(request, container)
-        remove_labelled(client, session)

@@ -16,6 +16,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -400,3 +402,49 @@ def seed_image(container_name: str, image: str) -> None:
     if save_rc != 0 or load.returncode != 0:
         pytest.fail(f"seeding the remote host with {image} failed (save {save_rc}, load "
                     f"{load.returncode}): {output.strip()}")
+
+
+@contextmanager
+def started_host(client, home: Path, on_exit=None, on_setup_failure=None):
+    """Build (or reuse) the image, start the host, trust its key, seed the base image;
+    yield a RemoteHost; remove everything this call made by its session label."""
+    started = time.monotonic()
+    tag, build_seconds = ensure_image(client, compose_plugin())
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path = new_client_key(ssh_dir)
+    session = uuid.uuid4().hex[:10]
+    labels = {TEST_LABEL: TEST_LABEL_VALUE, SESSION_LABEL: session}
+    container = None
+    ready_for_use = False
+    try:
+        volume = client.volumes.create(name=f"jh-remote-{session}-docker", labels=labels)
+        container, ssh_port, hub_port = start_container(
+            client, tag, labels, volume, (ssh_dir / "id_ed25519.pub").read_bytes(), session,
+        )
+        container_started = time.monotonic()
+        wait_for_host(container, ssh_port)
+        host = RemoteHost(
+            alias=ALIAS, host=LOOPBACK, ssh_port=ssh_port, hub_port=hub_port, home=home,
+            key_path=key_path, container=container,
+        )
+        host.trust_current_key()
+        write_ssh_files(host)
+        host.ssh().close()  # the first real login, checked against known_hosts
+        ready = time.monotonic()
+        seed_image(container.name, BASE_IMAGE)
+        seeded = time.monotonic()
+        host.timings = {
+            "image_build_s": build_seconds,
+            "ready_s": ready - container_started,
+            "seed_s": seeded - ready,
+            "setup_total_s": seeded - started,
+        }
+        ready_for_use = True
+        yield host
+    finally:
+        if container is not None:
+            hook = on_exit if ready_for_use else on_setup_failure
+            if hook:
+                hook(container)
+        remove_labelled(client, session)

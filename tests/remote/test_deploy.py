@@ -117,3 +117,27 @@ def test_a_dropped_connection_mid_deploy_converges_on_the_next_run(remote_deploy
     assert "answers at" in result.output
     hub = HubClient(d.url, d.cafile)
     assert hub.login("bob", d.password("bob")).status_code == 302
+
+
+def test_backup_over_ssh_round_trips_with_matching_checksums(remote_deployment, remote_host):
+    """`-H host backup --user` lands the archive here; `-H host restore` puts it back there."""
+    import hashlib
+    import re
+
+    d = remote_deployment
+    hub = HubClient(d.url, d.cafile)
+    assert hub.login("admin", d.password("admin")).status_code == 302
+    hub.make_token("admin")
+    hub.start_server("admin")
+    hub.put_file("admin", "remote-notes.txt", "kept on the remote host")
+    result = d.inv_ok("backup", "--user", "admin")
+    path = d.root / re.search(r"path:\s+(\S+)", result.output).group(1)
+    printed = re.search(r"sha256:\s+([0-9a-f]{64})", result.output).group(1)
+    assert path.is_file(), result.output  # the archive is on this machine
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == printed
+    # Lose the file on the remote host, then restore from the archive here.
+    hub.put_file("admin", "remote-notes.txt", "overwritten by mistake")
+    hub.stop_server("admin")
+    d.inv_ok("restore", "--user", "admin", "--from", str(path), "--force")
+    hub.start_server("admin")
+    assert hub.get_file("admin", "remote-notes.txt") == "kept on the remote host"

@@ -9,7 +9,7 @@ import pytest
 from invoke import Config, MockContext
 from invoke.exceptions import Exit
 
-from tasks import backup
+from tasks import backup, volume_helper
 from tests.archives import make_archive, sidecar, volume
 
 
@@ -110,26 +110,26 @@ def test_listing_an_empty_or_missing_folder(tmp_path, capsys):
 def labels(pid, host=None, started=None):
     return {"org.jupyterhub-deploy.pid": str(pid), "org.jupyterhub-deploy.host":
             host or socket.gethostname(), "org.jupyterhub-deploy.started":
-            backup._start_ticks(pid) if started is None else started}
+            volume_helper._start_ticks(pid) if started is None else started}
 
 
 def test_a_lock_held_by_a_live_process_is_not_stale():
-    assert backup.stale_reason(labels(os.getpid())) == ""
+    assert volume_helper.stale_reason(labels(os.getpid())) == ""
 
 
 def test_a_lock_whose_process_is_gone_or_reused_is_stale():
-    assert "no longer running" in backup.stale_reason(labels(2 ** 22 + 12345, started="1"))
+    assert "no longer running" in volume_helper.stale_reason(labels(2 ** 22 + 12345, started="1"))
     # Same pid, another start time: the id was reused by a new process.
-    assert "no longer running" in backup.stale_reason(labels(os.getpid(), started="1"))
+    assert "no longer running" in volume_helper.stale_reason(labels(os.getpid(), started="1"))
 
 
 def test_a_lock_from_another_machine_is_never_taken_as_stale():
-    assert backup.stale_reason(labels(2 ** 22 + 12345, host="elsewhere", started="1")) == ""
+    assert volume_helper.stale_reason(labels(2 ** 22 + 12345, host="elsewhere", started="1")) == ""
 
 
 def test_lock_name_cannot_be_another_objects_name():
     # "." is in no project name (settings refuse it) and in no escaped user name.
-    assert backup.lock_name("proj-user-a-2eb") == "proj-user-a-2eb.lock"
+    assert volume_helper.lock_name("proj-user-a-2eb") == "proj-user-a-2eb.lock"
 
 
 class Tty(io.StringIO):
@@ -157,4 +157,4 @@ def test_progress_shows_bytes_and_rate_on_a_terminal_only():
     ("yesterday", None), ("", None),
 ])
 def test_engine_times_parse_to_nanoseconds(text, ns):
-    assert backup.parse_engine_time(text) == ns
+    assert volume_helper.parse_engine_time(text) == ns

@@ -1,0 +1,255 @@
+"""The helper container a backup or restore works through: one per volume, named
+`<volume>.lock`, made from the hub's image, mounting the volume.
+
+It is created and never started while archives stream through the Docker archive API
+(`get_archive`, `put_archive`), so nothing runs tar in a container; only a restore starts
+it, once, to run tasks/restore_swap.py. Its name is the lock: a second operation on the
+volume cannot create it and is refused; one left by a killed process is found stale (same
+host, process gone) and removed.
+"""
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from invoke.exceptions import Exit
+
+from tasks import archive as fmt
+from tasks import streams
+from tasks.names import LABEL, labels
+
+# Where helpers mount the volume: a path no image has, so Docker never copies image
+# content into an empty volume (and the mount says nocopy as well).
+MOUNT = "/.jupyterhub-deploy-volume"
+MOUNT_ROOT = MOUNT.rsplit("/", 1)[1]
+LOCK_ROLE = "volume-lock"
+SWAP_PROGRAM = Path(__file__).with_name("restore_swap.py")  # its source is the helper's command
+# Containers made from an image `docker compose build` made inherit its compose labels;
+# blank them so compose never takes a helper for one of its own containers.
+_NOT_COMPOSE = {"com.docker.compose.project": "", "com.docker.compose.service": ""}
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "user" or "hub"
+    volume: str
+    user: str = ""
+
+    @property
+    def what(self) -> str:
+        return f"user {self.user}" if self.kind == "user" else "the hub's data"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What every backup and restore step needs, read once per task."""
+    root: Path
+    project: str
+    client: object
+    image: str  # the helper containers' image: the hub's, which has python3 for the swap
+    hub_volume: str
+
+
+# --- streams from and to the engine --------------------------------------------------------------
+
+def volume_stream(container, path: str, on_chunk=None):
+    """The engine's tar of `path` in the container, as `tasks.streams.Chunks`; close()
+    drops the connection. Read in this thread: the engine sends 32 KiB pieces, and a
+    thread reading ahead cost more (the GIL) than it saved, measured on two cores."""
+    chunks, _ = container.get_archive(path, chunk_size=fmt.CHUNK)
+    if on_chunk:
+        chunks = _watched(chunks, on_chunk)
+    return streams.Chunks(chunks)
+
+
+def _watched(chunks, on_chunk):
+    try:
+        for chunk in chunks:
+            on_chunk(chunk)
+            yield chunk
+    finally:
+        chunks.close()
+
+
+def engine_stat(container, path: str):
+    """The engine's stat of a path in the container, or None."""
+    import docker
+
+    try:
+        chunks, info = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    chunks.close()
+    return info or {}
+
+
+def top_level_names(container, limit: int = 3) -> list:
+    """Up to `limit` names at the volume's root, ours left out: reads headers only."""
+    stream = volume_stream(container, MOUNT)
+    try:
+        tar = fmt.TarReader(stream)
+        names = []
+        while len(names) < limit:
+            header = tar.next()
+            if header is None:
+                break
+            name = header.name.rstrip("/")
+            if name.startswith(MOUNT_ROOT + "/"):
+                rest = name[len(MOUNT_ROOT) + 1:]
+                if "/" not in rest and rest not in fmt.RESERVED:
+                    names.append(rest)
+        return names
+    finally:
+        stream.close()
+
+
+def parse_engine_time(text: str):
+    """Nanoseconds since the epoch from the engine's RFC 3339 time
+    ("2026-11-26T09:22:47.04580277Z", or with an offset), or None."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)",
+                         text or "")
+    if not match:
+        return None
+    base, fraction, zone = match.groups()
+    seconds = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return int(seconds) * 10**9 + int((fraction or "0").ljust(9, "0"))
+
+
+# --- the lock -------------------------------------------------------------------------------
+
+def _start_ticks(pid: int) -> str:
+    """When a process started (clock ticks since boot), telling a live process from a new
+    one that reuses its id; "" when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            return file.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def lock_name(volume: str) -> str:
+    # "." never occurs in a project or an escaped user name, so this names no other object.
+    return f"{volume}.lock"
+
+
+def lock_owner(got: dict) -> str:
+    """Who holds a lock, from its labels."""
+    return (f"{got.get(f'{LABEL}.operation', 'an operation')} started "
+            f"{got.get(f'{LABEL}.since', '?')} by process {got.get(f'{LABEL}.pid', '?')} "
+            f"on {got.get(f'{LABEL}.host', '?')}")
+
+
+def stale_reason(got: dict, host: str = "") -> str:
+    """Why a lock (its labels) is stale, its process gone, or "" if it may still be held."""
+    if got.get(f"{LABEL}.host") != (host or socket.gethostname()):
+        return ""  # another machine's process: we cannot tell
+    pid = got.get(f"{LABEL}.pid", "")
+    if not pid.isdigit():
+        return ""
+    ticks = _start_ticks(int(pid))
+    if ticks and ticks == got.get(f"{LABEL}.started"):
+        return ""
+    return f"process {pid} that made it is no longer running"
+
+
+def _find_lock(client, name: str):
+    """The lock container's summary from the engine's list, or None. Listed, never
+    inspected: the engine locks a container while an archive of it streams, and an
+    inspect would wait for the other operation to finish."""
+    return next((ct for ct in client.api.containers(all=True, filters={"name": name})
+                 if f"/{name}" in ct.get("Names", [])), None)
+
+
+def acquire(dep: Deployment, target: Target, operation: str):
+    """Create the volume's helper container, which is the lock; refuse if it exists."""
+    import docker
+    from docker.types import Mount
+
+    name = lock_name(target.volume)
+    pid = os.getpid()
+    extra = {"volume": target.volume, "operation": operation, "pid": str(pid),
+             "host": socket.gethostname(), "started": _start_ticks(pid),
+             "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    for _ in range(3):
+        try:
+            return dep.client.containers.create(
+                dep.image, name=name,
+                command=["python3", "-I", "-c", SWAP_PROGRAM.read_text(encoding="utf-8"), MOUNT],
+                mounts=[Mount(MOUNT, target.volume, type="volume", no_copy=True)],
+                labels={**_NOT_COMPOSE, **labels(dep.project, LOCK_ROLE, **extra)},
+                network_disabled=True, user="0:0", read_only=True, working_dir="/",
+                cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER"],
+                security_opt=["no-new-privileges"],
+            )
+        except docker.errors.APIError as error:
+            if error.status_code != 409:
+                raise
+        holder = _find_lock(dep.client, name)
+        if holder is None:
+            continue  # released meanwhile
+        got = holder.get("Labels") or {}
+        reason = stale_reason(got)
+        if not reason:
+            raise Exit(
+                f"Another backup or restore of {target.what} (volume {target.volume}) is "
+                f"running: {lock_owner(got)}. Wait for it to finish and run this again. "
+                f"If that process is gone (its machine restarted), remove its lock with "
+                f"`docker rm {name}`.")
+        if holder.get("State") == "running":
+            print(f"waiting for the swap a stopped restore of {target.volume} started...")
+            dep.client.api.wait(holder["Id"])
+        dep.client.api.remove_container(holder["Id"], force=True)
+        print(f"removed a stale lock on {target.volume} ({lock_owner(got)}): the {reason}")
+    raise Exit(f"Could not take the lock {name} on volume {target.volume}; run this again.")
+
+
+def release(lock) -> None:
+    import docker
+
+    try:
+        lock.reload()
+        if lock.status == "running":  # a swap: it finishes on its own; the next run waits
+            print(f"the swap in {lock.name} goes on; the next backup or restore waits for it")
+            return
+        lock.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def run_swap(lock) -> str:
+    """Start the helper (tasks/restore_swap.py on the volume) and wait for its verdict."""
+    lock.start()
+    status = lock.wait()
+    lines = lock.logs(stdout=True, stderr=True).decode(errors="replace").strip().splitlines()
+    try:
+        verdict = json.loads(lines[-1])["result"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        verdict = ""
+    if status.get("StatusCode") == 3:
+        return "not ours"
+    if status.get("StatusCode") != 0 or not verdict:
+        raise Exit(f"The restore step in {lock.name} failed (exit {status.get('StatusCode')}):\n"
+                   + "\n".join(lines[-20:]))
+    return verdict
+
+
+def settle(lock, target: Target) -> str:
+    """Finish or undo a restore of this volume that was interrupted; returns the swap's
+    verdict ("clean" when there was nothing to do)."""
+    if engine_stat(lock, f"{MOUNT}/{fmt.RESTORE_DIR}") is None:
+        return "clean"
+    verdict = run_swap(lock)
+    if verdict == "not ours":
+        print(f"warning: {target.volume} holds a {fmt.RESTORE_DIR} that no restore made; "
+              "backups leave it out, and a restore refuses the volume until it is renamed")
+    elif verdict == "finished":
+        print(f"finished the interrupted restore of {target.what} (volume {target.volume})")
+    elif verdict == "undone":
+        print(f"undid an interrupted restore of {target.what} (volume {target.volume}): "
+              "it had not started replacing anything")
+    elif verdict == "cleaned":
+        print(f"removed what an interrupted restore of {target.what} left behind")
+    return verdict
