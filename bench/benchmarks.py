@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench import driver
 from bench.deployment import BenchError, wait_api
-from bench.floors import PORT, direct_session, start_direct, stop_direct, wait_gone
+from bench.floors import PORT, direct_session, start_direct, stop_direct, template_of, wait_gone
 from bench.report import Row
 from bench.stats import percentile, summary
 
@@ -74,8 +74,8 @@ def watch_answer(bench, name: str, network: str, done: threading.Event, seen: di
 
 def timed_spawn(bench, name: str) -> dict:
     """One spawn through the hub: seconds from the POST until the hub says ready, and
-    where the time went (until the container exists, until its server answers, and the
-    hub's own wait after that; the first two as seen by polling the engine and the server)."""
+    where the time went (until its container runs, until its server answers, and the hub's
+    own wait after that; the first two as seen by polling the engine and the server)."""
     network = bench.template(name).network
     done, seen = threading.Event(), {}
     watcher = threading.Thread(target=watch_answer, args=(bench, name, network, done, seen))
@@ -264,6 +264,10 @@ def p3_bursts(bench, sizes: list) -> Outcome:
             bench.ensure_volume(name)
         wall, each, errors = spawn_all(bench, names)
         started = started_spread(bench, names)
+        for name in names:  # what the burst ran, for the same burst without the hub
+            container = bench.server_container(name)
+            if container is not None:
+                bench.templates.setdefault(name, template_of(container.attrs))
         stop_all(bench, names)
         direct = direct_burst(bench, names)
         floor = max(n * container_s, n * cpu_s / cores)
