@@ -7,7 +7,8 @@ import docker
 import pytest
 
 from deployment_support import (  # noqa: F401  (the names other test modules use)
-    PROJECT_FILES, PROJECT_LABEL, REPO, USERLIST, Deployment, copy_project, free_port,
+    PROJECT_FILES, PROJECT_LABEL, REPO, USERLIST, Deployment, copy_project,
+    ensure_images_built, free_port,
 )
 
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -24,12 +25,13 @@ def remove_labelled(client, project: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_client():
+def docker_client(tmp_path_factory):
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as error:
         pytest.fail(f"the integration tier needs a running Docker Engine ({error}); run bin/setup --test")
+    ensure_images_built(tmp_path_factory.mktemp("images"))
     return client
 
 

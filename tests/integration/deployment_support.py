@@ -79,3 +79,30 @@ def copy_project(root: Path) -> Path:
             shutil.copy2(source, root / name)
     (root / "userlist").write_text(USERLIST)
     return root
+
+
+_images_built = []
+
+
+def ensure_images_built(tmp_root: Path) -> None:
+    """Once per test session: `inv build` in a throwaway copy, so that every suite finds the
+    base, hub and notebook images whatever order it runs in (seconds when they are cached).
+    The copy's network and volume are removed again by its project label."""
+    if _images_built:
+        return
+    import uuid
+
+    import docker
+
+    project = f"jhi{uuid.uuid4().hex[:8]}"
+    copy = Deployment(root=copy_project(tmp_root), project=project, port=free_port(),
+                      env={"COMPOSE_PROJECT_NAME": project})
+    result = copy.inv("build")
+    client = docker.from_env()
+    for volume in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+        volume.remove(force=True)
+    for network in client.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+        network.remove()
+    if result.returncode != 0:
+        raise RuntimeError(f"inv build failed, so no suite can run:\n{result.output[-6000:]}")
+    _images_built.append(project)

@@ -13,6 +13,7 @@ from, so later sessions reuse it. The steps themselves are in remotehost.py.
 import docker
 import pytest
 
+from deployment_support import ensure_images_built
 from remotehost import BASE_IMAGE, read_container_file, started_host
 
 
@@ -35,13 +36,15 @@ def show(request, text: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def outer_docker():
+def outer_docker(tmp_path_factory):
     """This machine's engine: the one the remote host runs on, not the one it serves."""
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as error:
         pytest.fail(f"the remote tests need a running Docker Engine ({error}); run bin/setup --test")
+    # The remote host is seeded with the base image `inv build` makes here.
+    ensure_images_built(tmp_path_factory.mktemp("images"))
     return client
 
 
