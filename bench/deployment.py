@@ -49,8 +49,13 @@ class Bench:
 
     def server_container(self, name: str):
         """The user's server container the hub started, or None."""
-        found = self.client.containers.list(all=True, filters={"label": [
-            f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}=user-server", f"{USER_LABEL}={name}"]})
+        import docker
+
+        try:
+            found = self.client.containers.list(all=True, filters={"label": [
+                f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}=user-server", f"{USER_LABEL}={name}"]})
+        except docker.errors.NotFound:
+            return None  # the previous server was removed between listing and inspecting it
         return found[0] if found else None
 
     def hub_container(self):
