@@ -580,6 +580,13 @@ def _refuse_running(dep: Deployment, target: Target, force: bool) -> bool:
     return bool(servers)
 
 
+def _close(*things) -> None:
+    """Close what a read of an archive file opened (None for what it did not get to)."""
+    for thing in things:
+        if thing is not None:
+            thing.close()
+
+
 def _read_file(path: Path, progress: Progress):
     """(chunks, digest, file): the archive read ahead by a thread that also hashes it,
     gunzipped if need be."""
@@ -612,10 +619,7 @@ def verify(path: Path, expected: str, limits: fmt.Limits) -> fmt.Summary:
     except OSError as error:
         raise Exit(f"Refused {path.name}: it cannot be read ({error}). Nothing was changed.")
     finally:
-        progress.close()
-        for thing in (stream, raw):
-            if thing is not None:
-                thing.close()
+        _close(progress, stream, raw)
     if digest.hexdigest() != expected:
         raise Exit(f"Refused {path.name}: its sha256 is {digest.hexdigest()}, but "
                    f"{path.name}.sha256 says {expected}: the file changed or is damaged. "
@@ -646,10 +650,7 @@ def stage(lock, path: Path, expected: str, limits: fmt.Limits) -> None:
         staged = fmt.staged_stream(reader, int(time.time()), before_ns)
         lock.put_archive(MOUNT, streams.coalesce(staged))
     finally:
-        progress.close()
-        for thing in (stream, raw):
-            if thing is not None:
-                thing.close()
+        _close(progress, stream, raw)
     if digest.hexdigest() != expected:
         raise fmt.ArchiveError(f"{path.name} changed while it was being restored")
 

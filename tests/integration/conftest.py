@@ -3,12 +3,11 @@ unique compose project and port, on the real Docker engine; everything it create
 the project label and is removed by that label afterwards."""
 import uuid
 
-import docker
 import pytest
 
 from deployment_support import (  # noqa: F401  (the names other test modules use)
     PROJECT_FILES, PROJECT_LABEL, REPO, USERLIST, Deployment, copy_project,
-    ensure_images_built, free_port,
+    engine_for_tests, free_port,
 )
 
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -26,13 +25,7 @@ def remove_labelled(client, project: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client(tmp_path_factory):
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"the integration tier needs a running Docker Engine ({error}); run bin/setup --test")
-    ensure_images_built(tmp_path_factory.mktemp("images"))
-    return client
+    return engine_for_tests(tmp_path_factory.mktemp("images"), "integration tier")
 
 
 @pytest.fixture(scope="module")

@@ -106,3 +106,18 @@ def ensure_images_built(tmp_root: Path) -> None:
     if result.returncode != 0:
         raise RuntimeError(f"inv build failed, so no suite can run:\n{result.output[-6000:]}")
     _images_built.append(project)
+
+
+def engine_for_tests(tmp_root: Path, tier: str):
+    """This machine's Docker engine, with the images built; the tier fails, naming the fix,
+    when no engine answers."""
+    import docker
+    import pytest
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.fail(f"the {tier} needs a running Docker Engine ({error}); run bin/setup --test")
+    ensure_images_built(tmp_root)
+    return client

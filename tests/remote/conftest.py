@@ -10,10 +10,9 @@ Everything created here carries the remote-host test label plus a per-session la
 and is removed by those labels; the image stays, tagged by a hash of what it is built
 from, so later sessions reuse it. The steps themselves are in remotehost.py.
 """
-import docker
 import pytest
 
-from deployment_support import ensure_images_built
+from deployment_support import engine_for_tests
 from remotehost import BASE_IMAGE, read_container_file, started_host
 
 
@@ -37,15 +36,9 @@ def show(request, text: str) -> None:
 
 @pytest.fixture(scope="session")
 def outer_docker(tmp_path_factory):
-    """This machine's engine: the one the remote host runs on, not the one it serves."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        pytest.fail(f"the remote tests need a running Docker Engine ({error}); run bin/setup --test")
-    # The remote host is seeded with the base image `inv build` makes here.
-    ensure_images_built(tmp_path_factory.mktemp("images"))
-    return client
+    """This machine's engine: the one the remote host runs on, not the one it serves. The
+    remote host is seeded with the base image `inv build` makes here."""
+    return engine_for_tests(tmp_path_factory.mktemp("images"), "remote tier")
 
 
 @pytest.fixture(scope="session")
