@@ -7,6 +7,8 @@ to a file; a restore checks the whole archive, then streams it back the same way
 it into place. Nothing runs tar in a container, no archive is held in memory, and nothing
 but the engine's API is needed.
 """
+from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -20,15 +22,15 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from tasks import archive as fmt
-from tasks import streams
+from tasks.lazy import lazy_module
 from tasks.names import PROJECT_LABEL, ROLE_LABEL, USER_LABEL, labels, user_volume
 from tasks.target import docker_client, project_dir
 from tasks.userlist import check_name
-from tasks.volume_helper import (
-    MOUNT, MOUNT_ROOT, Deployment, Target, acquire, engine_stat, parse_engine_time, release,
-    run_swap, settle, top_level_names, volume_stream,
-)
+
+# Loaded when a backup or restore runs, not when `inv --list` reads this module.
+fmt = lazy_module("tasks.archive")
+streams = lazy_module("tasks.streams")
+vh = lazy_module("tasks.volume_helper")
 
 DEFAULTS = {"dir": "backups", "compress": False, "max_size": "100G"}
 HUB_DB = "jupyterhub.sqlite"  # hub/jupyterhub_config.py: sqlite:////data/jupyterhub.sqlite
@@ -117,7 +119,7 @@ def tool_version(root: Path) -> str:
     return f"jupyterhub-deploy {described or 'unknown'}"
 
 
-def prepare(c) -> Deployment:
+def prepare(c) -> vh.Deployment:
     """Settings, engine and compose model, checked; the Docker client is built here, once."""
     import docker
 
@@ -133,19 +135,19 @@ def prepare(c) -> Deployment:
     except docker.errors.ImageNotFound:
         raise Exit(f"The hub image {model.hub_image} is not built here, and backups use it "
                    "for their helper containers: run `inv build` first.")
-    return Deployment(root, settings.project, client, model.hub_image, model.hub_volume)
+    return vh.Deployment(root, settings.project, client, model.hub_image, model.hub_volume)
 
 
-def user_target(dep: Deployment, user: str) -> Target:
+def user_target(dep: vh.Deployment, user: str) -> vh.Target:
     check_name(user)
-    return Target("user", user_volume(dep.project, user), user)
+    return vh.Target("user", user_volume(dep.project, user), user)
 
 
-def hub_target(dep: Deployment) -> Target:
-    return Target("hub", dep.hub_volume)
+def hub_target(dep: vh.Deployment) -> vh.Target:
+    return vh.Target("hub", dep.hub_volume)
 
 
-def require_volume(dep: Deployment, target: Target) -> None:
+def require_volume(dep: vh.Deployment, target: vh.Target) -> None:
     import docker
 
     try:
@@ -157,7 +159,7 @@ def require_volume(dep: Deployment, target: Target) -> None:
                    "`inv backup --all` backs up every user volume there is.")
 
 
-def user_targets(dep: Deployment) -> list:
+def user_targets(dep: vh.Deployment) -> list:
     """Every user volume of this project, by its labels (the hub labels each one it makes)."""
     found = dep.client.volumes.list(filters={"label": [
         f"{PROJECT_LABEL}={dep.project}", f"{ROLE_LABEL}=user-volume"]})
@@ -173,7 +175,7 @@ def user_targets(dep: Deployment) -> list:
             print(f"skipped volume {volume.name}: labelled for {user}, whose volume is "
                   f"{user_volume(dep.project, user)}")
             continue
-        targets.append(Target("user", volume.name, user))
+        targets.append(vh.Target("user", volume.name, user))
     return targets
 
 
@@ -224,7 +226,7 @@ class Progress:
 
 # --- backup ---------------------------------------------------------------------------------
 
-def _running_hub(dep: Deployment):
+def _running_hub(dep: vh.Deployment):
     from tasks.checks import hub_container
 
     hub = hub_container(dep.client, dep.project)
@@ -294,7 +296,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress: bool,
+def write_archive(dep: vh.Deployment, lock, target: vh.Target, folder: Path, compress: bool,
                   snapshot=None) -> Written:
     """Stream the volume into `<name>.partial`, then checksum file, then the final name.
     `snapshot`: (container, path) of a consistent copy of the hub database to archive in
@@ -320,14 +322,14 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
             sink = gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=1, mtime=0) \
                 if compress else hashing
             writer = fmt.ArchiveWriter(sink, metadata)
-            stream = volume_stream(lock, MOUNT, lambda chunk: progress.add(len(chunk)))
+            stream = vh.volume_stream(lock, vh.MOUNT, lambda chunk: progress.add(len(chunk)))
             tar = fmt.TarReader(stream)
             while True:
                 header = tar.next()
                 if header is None:
                     break
-                entry, problem = fmt.header_entry(header, MOUNT_ROOT)
-                path = entry.path if entry else header.name[len(MOUNT_ROOT) + 1:]
+                entry, problem = fmt.header_entry(header, vh.MOUNT_ROOT)
+                path = entry.path if entry else header.name[len(vh.MOUNT_ROOT) + 1:]
                 if entry is not None:
                     entry, note = fmt.plan_backup_entry(entry, problem, left_out)
                 else:
@@ -383,7 +385,7 @@ def _write_snapshot(container, path: str, writer, checker, live: fmt.Entry) -> N
     place in the walk order. It is read through the hub's container, not the helper: the
     engine locks a container while it streams an archive of it, so a second archive of
     the helper would wait for the first (paused right here) forever."""
-    stream = volume_stream(container, path)
+    stream = vh.volume_stream(container, path)
     try:
         tar = fmt.TarReader(stream)
         header = tar.next()
@@ -398,10 +400,10 @@ def _write_snapshot(container, path: str, writer, checker, live: fmt.Entry) -> N
         stream.close()
 
 
-def backup_one(dep: Deployment, target: Target, folder: Path, compress: bool) -> Written:
-    lock = acquire(dep, target, "backup")
+def backup_one(dep: vh.Deployment, target: vh.Target, folder: Path, compress: bool) -> Written:
+    lock = vh.acquire(dep, target, "backup")
     try:
-        settle(lock, target)
+        vh.settle(lock, target)
         remove_leftovers(folder, target.volume)
         hub, snapshot = None, ""
         if target.kind == "hub":
@@ -417,7 +419,7 @@ def backup_one(dep: Deployment, target: Target, folder: Path, compress: bool) ->
             if hub is not None:
                 drop_snapshot(hub, snapshot)
     finally:
-        release(lock)
+        vh.release(lock)
 
 
 def _shown(path: Path) -> str:
@@ -427,7 +429,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def report(target: Target, written: Written) -> None:
+def report(target: vh.Target, written: Written) -> None:
     print(f"backup of {target.what} (volume {target.volume}):")
     print(f"  path:    {_shown(written.path)}")
     print(f"  size:    {written.size} bytes ({fmt.human_bytes(written.size)}); "
@@ -557,13 +559,13 @@ def resolve_archive(folder: Path, text: str) -> tuple:
     return path, expected
 
 
-def _running_servers(dep: Deployment, user: str) -> list:
+def _running_servers(dep: vh.Deployment, user: str) -> list:
     return dep.client.containers.list(filters={
         "label": [f"{PROJECT_LABEL}={dep.project}", f"{ROLE_LABEL}=user-server",
                   f"{USER_LABEL}={user}"], "status": "running"})
 
 
-def _refuse_running(dep: Deployment, target: Target, force: bool) -> bool:
+def _refuse_running(dep: vh.Deployment, target: vh.Target, force: bool) -> bool:
     """Refuse while what uses the volume runs; with --force a user's server may run (the
     hub never: it would write its old database over the restored one). True if running."""
     if target.kind == "hub":
@@ -628,7 +630,7 @@ def verify(path: Path, expected: str, limits: fmt.Limits) -> fmt.Summary:
     return reader.summary
 
 
-def check_kind(meta: dict, target: Target, path: Path) -> None:
+def check_kind(meta: dict, target: vh.Target, path: Path) -> None:
     if meta["kind"] != target.kind:
         other = "--hub" if meta["kind"] == "hub" else f"--user {meta['user']}"
         raise Exit(f"{path.name} is a backup of {'the hub' if meta['kind'] == 'hub' else 'a user'}"
@@ -641,21 +643,21 @@ def check_kind(meta: dict, target: Target, path: Path) -> None:
 def stage(lock, path: Path, expected: str, limits: fmt.Limits) -> None:
     """Put the archive into the volume's work folder, from a second read of the file that
     must hash the same as the checked one."""
-    before_ns = parse_engine_time((engine_stat(lock, MOUNT) or {}).get("mtime", ""))
+    before_ns = vh.parse_engine_time((vh.engine_stat(lock, vh.MOUNT) or {}).get("mtime", ""))
     progress = Progress(f"restoring {path.name}", path.stat().st_size)
     stream = raw = None
     try:
         stream, digest, raw = _read_file(path, progress)
         reader = fmt.ArchiveReader(stream, limits, verify=False)
         staged = fmt.staged_stream(reader, int(time.time()), before_ns)
-        lock.put_archive(MOUNT, streams.coalesce(staged))
+        lock.put_archive(vh.MOUNT, streams.coalesce(staged))
     finally:
         _close(progress, stream, raw)
     if digest.hexdigest() != expected:
         raise fmt.ArchiveError(f"{path.name} changed while it was being restored")
 
 
-def restore_volume(dep: Deployment, target: Target, path: Path, expected: str, force: bool,
+def restore_volume(dep: vh.Deployment, target: vh.Target, path: Path, expected: str, force: bool,
                    limits: fmt.Limits) -> fmt.Summary:
     """Plan, act, re-check: refuse on what is running, check the whole archive, and only
     then make the volume if need be, take its lock, and stage, re-check and swap."""
@@ -673,12 +675,12 @@ def restore_volume(dep: Deployment, target: Target, path: Path, expected: str, f
     done = False
     lock = None
     try:
-        lock = acquire(dep, target, "restore")
-        if settle(lock, target) == "not ours":
+        lock = vh.acquire(dep, target, "restore")
+        if vh.settle(lock, target) == "not ours":
             raise Exit(f"The volume {target.volume} holds a folder {fmt.RESTORE_DIR} that no "
                        "restore made, and a restore works in it: rename it (from the user's "
                        "server, or a container mounting the volume) and run this again.")
-        present = top_level_names(lock)
+        present = vh.top_level_names(lock)
         if present and not force:
             shown = ", ".join(repr(name) for name in present)
             raise Exit(f"The volume {target.volume} already holds files ({shown}...): pass "
@@ -686,23 +688,23 @@ def restore_volume(dep: Deployment, target: Target, path: Path, expected: str, f
         try:
             stage(lock, path, expected, limits)
         except (fmt.ArchiveError, docker.errors.APIError) as error:
-            run_swap(lock)  # no commit marker: removes the staged copy
+            vh.run_swap(lock)  # no commit marker: removes the staged copy
             raise Exit(f"Restore of {target.what} stopped before changing anything: {error}")
         if not running:
             try:
                 _refuse_running(dep, target, force)
             except Exit:
-                run_swap(lock)
+                vh.run_swap(lock)
                 raise
-        lock.put_archive(MOUNT, fmt.commit_stream(int(time.time())))
-        verdict = run_swap(lock)
+        lock.put_archive(vh.MOUNT, fmt.commit_stream(int(time.time())))
+        verdict = vh.run_swap(lock)
         if verdict != "finished":
             raise Exit(f"The restore step ended with {verdict!r} instead of finishing.")
         done = True
         return summary
     finally:
         if lock is not None:
-            release(lock)
+            vh.release(lock)
         if created and not done:
             try:
                 dep.client.volumes.get(target.volume).remove()
@@ -735,7 +737,7 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
     except (fmt.ArchiveError, OSError) as error:
         raise Exit(f"Refused {path.name}: {error}. Nothing was changed; pass an archive "
                    "`inv backup` wrote (`inv backup --list` shows them).")
-    check_kind(meta, Target("user" if user else "hub", "", user), path)
+    check_kind(meta, vh.Target("user" if user else "hub", "", user), path)
     with engine_errors("Restore"):
         dep = prepare(c)
     target = user_target(dep, user) if user else hub_target(dep)

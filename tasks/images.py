@@ -102,6 +102,16 @@ def ensure_base_image(c, client, configured: str) -> str:
     return local
 
 
+def base_in_use(client, configured: str):
+    """The base image the builds would start FROM now without pulling: the configured one,
+    else the local Debian made for it (ensure_base_image's choice), else None."""
+    if image_id(client, configured):
+        return configured
+    suite = debian_suite(configured)
+    local = LOCAL_BASE.format(suite=suite) if suite else None
+    return local if local and image_id(client, local) else None
+
+
 def describe_change(name: str, before, after) -> str:
     if before == after:
         return f"image {name}: unchanged ({after[7:19]})"

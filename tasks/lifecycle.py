@@ -12,34 +12,31 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
-from tasks.access import ensure_login_files, revoke_removed_users, secrets_fingerprint
-from tasks.names import PROJECT_LABEL, ROLE_LABEL, labels, user_container, user_volume
-from tasks.oauth import check_login
-from tasks.project import Model, compose_env, read_model
-from tasks.settings import Settings, load_settings, resolve_ca_bundle
+from tasks.project import compose_env
+from tasks.settings import load_settings, resolve_ca_bundle
 from tasks.target import (
-    build_ca_file, compose, docker_client, host_name, hub_address, project_dir, sync_project,
+    applied_record, build_ca_file, compose, docker_client, engine_json, host_name, hub_address,
+    project_dir, sync_project,
 )
-from tasks.userlist import Users, check_name, load_userlist
 
 
 @dataclass(frozen=True)
 class Ready:
     """Everything a task needs once the inputs have been checked."""
     root: Path
-    settings: Settings
-    users: Users
-    client: object
-    model: Model
+    settings: object   # settings.Settings
+    users: object      # userlist.Users
+    client: object     # docker.DockerClient
+    model: object      # project.Model
     cert_names: list
-    cert: object  # certs.CertInfo of the certificate the hub serves
+    cert: object       # certs.CertInfo of the certificate the hub serves
 
 
 def _cert_error(error) -> Exit:
     return Exit(f"TLS certificate: {error}")
 
 
-def plan_certificate(c, root: Path, settings: Settings):
+def plan_certificate(c, root: Path, settings):
     """(names, plan) for the hub's certificate; raises Exit for what only the operator can fix."""
     from tasks import certs
 
@@ -54,10 +51,18 @@ def plan_certificate(c, root: Path, settings: Settings):
 def preflight(c, starting: bool = False) -> Ready:
     """Check every input before anything is changed; then prepare the files the hub reads
     (certificate, initial passwords) and give a remote host its copy of the project."""
+    from tasks import applied
+    from tasks.access import ensure_login_files
     from tasks.accounts import PASSWORDS_FILE, ensure_initial_passwords
     from tasks.checks import require_compose, require_port_free
+    from tasks.oauth import check_login
+    from tasks.project import read_model
+    from tasks.userlist import load_userlist
 
     root = project_dir(c)
+    record = applied_record(c)
+    if record:
+        applied.forget(record)  # written again when this run's `inv up` has succeeded
     settings = load_settings(root)
     users = load_userlist(root)
     names, _ = plan_certificate(c, root, settings)
@@ -80,6 +85,7 @@ def preflight(c, starting: bool = False) -> Ready:
 
 
 def ensure_network_and_volumes(ready: Ready) -> None:
+    from tasks.names import labels
     from tasks.resources import ensure_network, ensure_volume
 
     project = ready.settings.project
@@ -87,7 +93,7 @@ def ensure_network_and_volumes(ready: Ready) -> None:
     print(ensure_volume(ready.client, ready.model.hub_volume, labels(project, "hub-data")))
 
 
-def ensure_certificate(c, root: Path, settings: Settings):
+def ensure_certificate(c, root: Path, settings):
     """Create or renew our self-signed certificate when needed; returns its CertInfo."""
     from tasks import certs
 
@@ -141,8 +147,9 @@ def build_steps(c, ready: Ready) -> None:
 
 
 def up_steps(c, ready: Ready) -> None:
-    from tasks.accounts import PASSWORDS_FILE
+    from tasks.access import revoke_removed_users, secrets_fingerprint
     from tasks.checks import require_images
+    from tasks.names import user_volume
     from tasks.probe import ProbeError, wait_for_hub
 
     settings, info = ready.settings, ready.cert
@@ -158,34 +165,164 @@ def up_steps(c, ready: Ready) -> None:
                                        ready.users, lambda name: user_volume(settings.project, name)))
     except ProbeError as error:
         raise Exit(f"The hub did not come up: {error}")
-    public = f"https://{ready.cert_names[0]}{'' if settings.port == 443 else f':{settings.port}'}/"
-    print(f"JupyterHub {hub.get('version', '?')} answers at {public} "
-          f"(admins: {', '.join(ready.users.admins)}; "
-          + ("log in with GitHub)" if settings.authenticator == "github"
-             else f"passwords in secrets/{PASSWORDS_FILE})"))
+    url, login = public_url(ready), login_hint(ready)
+    print(f"JupyterHub {hub.get('version', '?')} answers at {url} ({login})")
+    record_applied(c, ready, url, login)
+
+
+def public_url(ready: Ready) -> str:
+    port = ready.settings.port
+    return f"https://{ready.cert_names[0]}{'' if port == 443 else f':{port}'}/"
+
+
+def login_hint(ready: Ready) -> str:
+    from tasks.accounts import PASSWORDS_FILE
+
+    how = ("log in with GitHub" if ready.settings.authenticator == "github"
+           else f"passwords in secrets/{PASSWORDS_FILE}")
+    return f"admins: {', '.join(ready.users.admins)}; {how}"
+
+
+def record_applied(c, ready: Ready, url: str, login: str) -> None:
+    """Keep what this `inv up` applied, for the quick check of the next `inv build`/`inv up`."""
+    import os
+
+    from tasks import applied
+    from tasks.certs import RENEW_BEFORE
+    from tasks.checks import hub_container
+    from tasks.images import base_in_use, image_id, is_project_image
+
+    path = applied_record(c)
+    settings = ready.settings
+    # `inv build` pulls an image it does not build, to get its updates: no quick path then.
+    if path is None or not is_project_image(settings, ready.model):
+        return
+    hub = hub_container(ready.client, settings.project)
+    names = [ready.model.hub_image, settings.notebook_image, base_in_use(ready.client, settings.base_image)]
+    images = {name: image_id(ready.client, name) for name in names if name}
+    if hub is None or None in images.values():
+        return
+    applied.write_record(path, applied.Applied(
+        inputs=applied.inputs_digest(ready.root, os.environ, host_name(c)),
+        written=applied.now_utc().isoformat(timespec="seconds"),
+        hub_container=hub.id, images=images, cert_sha256=ready.cert.sha256,
+        renew_from=(ready.cert.not_after - RENEW_BEFORE).isoformat(),
+        port=settings.port, url=url, login=login,
+    ))
+
+
+_QUICK = {}
+
+
+def unchanged_since_up(c):
+    """The record of the last `inv up` when it still describes everything (tasks/applied.py),
+    else None. Checked once per run: `inv build up` asks twice."""
+    key = str(project_dir(c))
+    if key not in _QUICK:
+        _QUICK[key] = _check_record(c)
+    return _QUICK[key]
+
+
+def _check_record(c):
+    import os
+    import re
+    from urllib.parse import quote
+
+    from tasks import applied
+
+    path = applied_record(c)
+    record = applied.read_record(path) if path else None
+    if record is None or not re.fullmatch(r"[0-9a-f]{64}", record.hub_container):
+        return None
+    names = list(record.images)
+    facts = engine_json(c, [f"/containers/{record.hub_container}/json",
+                            *(f"/images/{quote(name, safe='/:@')}/json" for name in names)])
+    if facts is None:
+        return None
+    hub, *images = facts
+    digest = applied.inputs_digest(project_dir(c), os.environ, host_name(c))
+    found = applied.differences(record, digest, hub, {n: i.get("Id") for n, i in zip(names, images)},
+                                applied.now_utc())
+    if found:
+        print(f"since the last `inv up` ({record.written}): {'; '.join(found)}; checking every step")
+        return None
+    return record
+
+
+_SAID = set()
+
+
+def _say_unchanged(record) -> None:
+    if record.inputs in _SAID:
+        return
+    _SAID.add(record.inputs)
+    print(f"nothing changed since the last `inv up` ({record.written}): settings, userlist, "
+          "secrets, hub/, notebook/, images, certificate and hub container are as it left them")
+
+
+def quick_build(c) -> bool:
+    record = unchanged_since_up(c)
+    if record is None:
+        return False
+    _say_unchanged(record)
+    for name, image in list(record.images.items())[:2]:
+        print(f"image {name}: unchanged ({image[7:19]})")
+    return True
+
+
+def quick_up(c) -> bool:
+    """True when the hub the record names still answers with its certificate."""
+    from tasks.probe import ProbeError, get_hub_api
+
+    record = unchanged_since_up(c)
+    if record is None:
+        return False
+    try:
+        with hub_address(c, record.port) as (host, port):
+            status, body = get_hub_api(host, port, record.cert_sha256)
+    except (ProbeError, OSError) as error:
+        status, body = f"no answer ({error})", b""
+    if status != 200:
+        print(f"the hub does not answer as the last `inv up` left it ({status}); checking every step")
+        _QUICK.clear()
+        return False
+    import json
+
+    version = json.loads(body).get("version", "?")
+    _say_unchanged(record)
+    print(f"JupyterHub {version} answers at {record.url} ({record.login})")
+    return True
 
 
 @task
 def build(c):
     """Create the network, volumes and certificate, and build the hub and user images."""
+    if quick_build(c):
+        return
     build_steps(c, preflight(c))
 
 
 @task
 def up(c):
     """Start the hub (after `inv build`) and wait until it answers over HTTPS."""
+    if quick_up(c):
+        return
     up_steps(c, preflight(c, starting=True))
 
 
 @task
 def deploy(c):
     """Set up or update everything (here, or on -H host): files, images, certificate, hub."""
+    if quick_build(c) and quick_up(c):
+        return
     ready = preflight(c, starting=True)
     build_steps(c, ready)
     up_steps(c, ready)
 
 
 def _user_servers(client, project: str):
+    from tasks.names import PROJECT_LABEL, ROLE_LABEL
+
     return client.containers.list(
         all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{ROLE_LABEL}=user-server"]}
     )
@@ -208,11 +345,15 @@ def stop_and_remove(container) -> None:
 @task
 def down(c):
     """Stop the hub and every user server; all volumes (everyone's work) stay."""
+    from tasks import applied
     from tasks.checks import require_compose
 
     settings = load_settings(project_dir(c))
     client = docker_client(c)
     require_compose(c)
+    record = applied_record(c)
+    if record:
+        applied.forget(record)
     # compose did not create the user servers and would leave them holding the network.
     servers = _user_servers(client, settings.project)
     for container in servers:
@@ -225,6 +366,9 @@ def down(c):
             "follow": "keep printing new lines", "tail": "how many lines to start with"})
 def logs(c, user="", follow=False, tail=200):
     """Show the hub's log, or a user's server log with --user NAME."""
+    from tasks.names import user_container
+    from tasks.userlist import check_name
+
     settings = load_settings(project_dir(c))
     follow_flag = ["--follow"] if follow else []
     if user:

@@ -8,13 +8,16 @@ written here, and a remote host gets a copy (`sync_project`).
 """
 import hashlib
 import io
+import json
+import os
 import shlex
 import socket
-import tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from invoke.exceptions import Exit
+
+from tasks.applied import RECORD
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a remote host needs to run the deployment; secrets/ travels with mode 0600/0700.
@@ -43,6 +46,48 @@ def deploy_dir(c) -> str:
 def host_name(c) -> str:
     """The name people use to reach the hub: this machine's name, or the SSH target's."""
     return c.host if is_remote(c) else socket.gethostname()
+
+
+def applied_record(c):
+    """Where the record of the last applied state is kept (tasks/applied.py), or None: it
+    is kept for this machine's deployment only, and a remote host always gets every step."""
+    return None if is_remote(c) else project_dir(c) / RECORD
+
+
+def engine_json(c, paths) -> list | None:
+    """GET each Engine API path on this machine's engine socket: its JSON, or {} for 404.
+    Without the Docker SDK, whose import alone is slower than a no-op `docker compose up`.
+    None when this cannot answer: a remote host, DOCKER_HOST not a local socket, an engine
+    that does not answer (the caller then takes the path with every check)."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if is_remote(c) or not host.startswith("unix://") or os.environ.get("DOCKER_CONTEXT"):
+        return None
+    import http.client
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect(host[len("unix://"):])
+
+    connection = UnixConnection("localhost", timeout=5)
+    answers = []
+    try:
+        for path in paths:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            if response.status == 404:
+                answers.append({})
+            elif response.status == 200:
+                answers.append(json.loads(body))
+            else:
+                return None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        connection.close()
+    return answers
 
 
 def docker_client(c):
@@ -165,6 +210,8 @@ def port_in_use(c, port: int) -> bool:
 
 def bundle(root: Path, ca_file: str = "") -> bytes:
     """The project files a remote host needs, as one tar (small: no images, no backups)."""
+    import tarfile
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         def clean(info):

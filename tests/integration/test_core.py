@@ -166,12 +166,42 @@ def test_second_build_up_changes_nothing(deployment, docker_client):
     after = running_state(docker_client, deployment)
     assert after == before
     out = result.output
+    # The record of the last `inv up` still describes everything: no step had work to do.
+    assert "nothing changed since the last `inv up`" in out
     assert "image jupyterhub-deploy-hub:latest: unchanged" in out
     assert "image jupyterhub-deploy-notebook:latest: unchanged" in out
-    assert f"network {deployment.project}-network: exists" in out
-    assert "certificate: kept" in out
-    assert "Recreate" not in out
+    assert f"answers at https://" in out
+    assert "Recreate" not in out and "checking every step" not in out
     print(f"no-op inv build up: {result.seconds:.1f} s")
+
+
+def test_a_changed_input_takes_every_step_again(deployment, docker_client):
+    env_file = deployment.root / ".env"
+    saved = env_file.read_text()
+    before = running_state(docker_client, deployment)
+    try:
+        env_file.write_text(saved + "# a comment changes no setting\n")
+        out = deployment.inv_ok("build", "up").output
+    finally:
+        env_file.write_text(saved)
+    assert "inputs changed; checking every step" in out
+    assert "certificate: kept" in out and f"network {deployment.project}-network: exists" in out
+    assert "image jupyterhub-deploy-hub:latest: unchanged" in out
+    assert running_state(docker_client, deployment) == before  # a comment recreates nothing
+    out = deployment.inv_ok("build", "up").output  # .env is back as it was: once more in full
+    assert "inputs changed; checking every step" in out
+    assert "nothing changed since" in deployment.inv_ok("up").output
+
+
+def test_a_stopped_hub_is_started_again(deployment, docker_client):
+    hub = containers_by_role(docker_client, deployment, "hub")[0]
+    hub.stop(timeout=20)
+    out = deployment.inv_ok("build", "up").output
+    assert "the hub container is exited; checking every step" in out
+    hub.reload()
+    assert hub.status == "running"
+    wait_for_api(deployment)
+    assert "nothing changed since" in deployment.inv_ok("up").output
 
 
 def _user_cert(key, name="hub.example.org"):

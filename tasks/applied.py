@@ -1,0 +1,141 @@
+"""The record of what the last successful `inv up` applied, and the quick check that nothing
+has changed since.
+
+`inv up` ends by writing `.state/applied.json`: a digest of every input the tasks read
+(settings and the shell variables that override them, userlist, secrets/, hub/, notebook/,
+docker-compose.yml, the tool's own code, this machine's name), the hub container it left
+running, the images it ran and was built from, and the certificate's fingerprint and renewal
+date. Another `inv build`/`inv up` first checks that record against the files, the clock and
+the engine; when all agree, every step would find nothing to do, so the task says so and
+checks only that the hub answers. Anything that differs, or cannot be read, sends the task
+through every check and step as usual. Nothing secret is kept: one digest over everything.
+
+Only for this machine's engine (the SSH path always runs every step): its whole point is to
+answer faster than `docker compose up -d` would, and the Docker SDK's import alone is slower.
+"""
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+RECORD = Path(".state") / "applied.json"
+FORMAT = 1
+# Files and folders of the project that the tasks read; the tool's own code is added too,
+# so an upgrade of the tool goes through every step once.
+PROJECT_INPUTS = ("docker-compose.yml", ".env", "userlist", "secrets", "hub", "notebook")
+CODE_DIR = Path(__file__).resolve().parent
+CODE_INPUTS = (CODE_DIR, CODE_DIR.with_suffix(".py"))
+# Shell variables the tasks (or the engine's client) read: settings overrides, GitHub login.
+ENV_KEYS = (
+    "COMPOSE_PROJECT_NAME", "HUB_PORT", "DOCKER_NOTEBOOK_IMAGE", "BASE_IMAGE", "BUILD_CA_BUNDLE",
+    "HUB_AUTHENTICATOR", "HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS",
+    "GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
+    "DOCKER_HOST", "DOCKER_CONTEXT",
+)
+SKIPPED = ("__pycache__", ".pytest_cache")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one successful `inv up` left running, and for which inputs."""
+    inputs: str             # inputs_digest() at the end of that `inv up`
+    written: str            # ISO time, UTC
+    hub_container: str      # container id
+    images: dict            # image name -> id: hub, notebook and the base they were built FROM
+    cert_sha256: str
+    renew_from: str         # ISO time from which `inv` would renew or warn about the certificate
+    port: int
+    url: str                # where the hub answers, as `inv up` said
+    login: str              # who administers it and how they log in, as `inv up` said
+    format: int = FORMAT
+
+
+def _walk(path: Path):
+    """(path, stat) for a file, or for every file under a folder, in a stable order."""
+    if path.is_symlink() or not path.is_dir():
+        yield path
+        return
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED)
+        for name in sorted(files):
+            if not name.endswith(".pyc"):
+                yield Path(folder, name)
+
+
+def inputs_digest(root: Path, environ, host: str, code=CODE_INPUTS) -> str:
+    """One digest of everything the tasks read, in the order given: names, modes and bytes."""
+    digest = hashlib.sha256()
+
+    def add(*parts):
+        for part in parts:
+            digest.update(part if isinstance(part, bytes) else str(part).encode())
+            digest.update(b"\0")
+
+    add("host", host)
+    for key in ENV_KEYS:
+        add(key, environ[key] if key in environ else "\x01unset")
+    for base, names in ((root, [root / n for n in PROJECT_INPUTS]), (None, list(code))):
+        for top in names:
+            if not os.path.lexists(top):
+                add(top if base is None else top.relative_to(base), "missing")
+                continue
+            for path in _walk(top):
+                info = path.lstat()
+                add(path if base is None else path.relative_to(base), oct(info.st_mode))
+                add(os.readlink(path) if path.is_symlink() else path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_record(path: Path):
+    """The record, or None when there is none or it is not one this version wrote."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            return None
+        return Applied(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_record(path: Path, applied: Applied) -> None:
+    path.parent.mkdir(exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(asdict(applied), indent=1) + "\n")
+    os.replace(partial, path)
+
+
+def forget(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def differences(applied: Applied, digest: str, hub: dict, image_ids: dict, now: datetime) -> list:
+    """Why the record no longer describes what runs (empty: nothing changed). `hub` is the
+    engine's inspection of the recorded container ({} when gone); `image_ids` the ids the
+    recorded image names have now (None when gone)."""
+    found = []
+    if digest != applied.inputs:
+        found.append("inputs changed")
+    state = hub.get("State") or {}
+    if not hub:
+        found.append("the hub container is gone")
+    elif not state.get("Running") or state.get("Restarting"):
+        found.append(f"the hub container is {state.get('Status', 'not running')}")
+    elif (state.get("Health") or {}).get("Status") != "healthy":
+        found.append(f"the hub container is {(state.get('Health') or {}).get('Status', 'unchecked')}")
+    elif hub.get("Image") != applied.images.get(hub.get("Config", {}).get("Image")):
+        found.append("the hub container runs another image")
+    moved = [name for name, wanted in applied.images.items() if image_ids.get(name) != wanted]
+    if moved:
+        found.append(f"image {', '.join(moved)} changed")
+    if now >= datetime.fromisoformat(applied.renew_from):
+        found.append("the certificate is due for renewal")
+    return found
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

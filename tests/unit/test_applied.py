@@ -1,0 +1,187 @@
+"""The record of the last `inv up` and the quick check against it (tasks/applied.py), and
+the engine query the check uses (target.engine_json) against a real HTTP server on a
+Unix socket."""
+import http.server
+import json
+import os
+import socketserver
+import threading
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from invoke import Config, Context
+
+from tasks import applied
+from tasks.target import applied_record, engine_json
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+HUB_IMAGE, NB_IMAGE, BASE = "hub:latest", "nb:latest", "base:bookworm"
+IDS = {HUB_IMAGE: "sha256:" + "a" * 64, NB_IMAGE: "sha256:" + "b" * 64, BASE: "sha256:" + "c" * 64}
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "project"
+    for name, text in {"docker-compose.yml": "services: {}\n", ".env": "HUB_PORT=443\n",
+                       "userlist": "admin admin\n", "hub/Dockerfile": "FROM base\n",
+                       "notebook/Dockerfile": "FROM base\n", "secrets/jupyterhub.crt": "cert\n"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "lifecycle.py").write_text("# tool\n")
+    return root, code
+
+
+def digest(project, environ=None, host="hub.example.org"):
+    root, code = project
+    return applied.inputs_digest(root, environ or {}, host, code=[code])
+
+
+CHANGES = {
+    "compose file": lambda root, code: (root / "docker-compose.yml").write_text("services: {x: 1}\n"),
+    ".env": lambda root, code: (root / ".env").write_text("HUB_PORT=8443\n"),
+    "userlist": lambda root, code: (root / "userlist").write_text("admin admin\nbob\n"),
+    "a new secret": lambda root, code: (root / "secrets" / "oauth.env").write_text("X=1\n"),
+    "a secret's mode": lambda root, code: (root / "secrets" / "jupyterhub.crt").chmod(0o644 ^ 0o004),
+    "hub/": lambda root, code: (root / "hub" / "Dockerfile").write_text("FROM other\n"),
+    "notebook/ new file": lambda root, code: (root / "notebook" / "extra.txt").write_text("x"),
+    "a removed file": lambda root, code: (root / "userlist").unlink(),
+    "the tool's code": lambda root, code: (code / "lifecycle.py").write_text("# tool 2\n"),
+    "a renamed file": lambda root, code: (root / "hub" / "Dockerfile").rename(root / "hub" / "Dockerfile2"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_every_input_changes_the_digest(project, change):
+    before = digest(project)
+    CHANGES[change](*project)
+    assert digest(project) != before
+
+
+def test_the_digest_is_stable_and_ignores_bytecode(project):
+    root, code = project
+    before = digest(project)
+    (code / "__pycache__").mkdir()
+    (code / "__pycache__" / "lifecycle.cpython-311.pyc").write_bytes(b"\0")
+    (root / "hub" / "x.pyc").write_bytes(b"\0")
+    assert digest(project) == before == digest(project)
+
+
+@pytest.mark.parametrize("key", ["HUB_PORT", "COMPOSE_PROJECT_NAME", "GITHUB_CLIENT_SECRET", "DOCKER_HOST"])
+def test_shell_overrides_and_the_host_name_change_the_digest(project, key):
+    before = digest(project)
+    assert digest(project, {key: "x"}) != before
+    assert digest(project, {key: ""}) != before  # set but empty is not unset
+    assert digest(project, host="other.example.org") != before
+    assert digest(project, {"UNRELATED": "x"}) == before
+
+
+def record(**changes):
+    base = applied.Applied(
+        inputs="d" * 64, written="2026-11-26T11:00:00+00:00", hub_container="e" * 64,
+        images=dict(IDS), cert_sha256="f" * 64, renew_from="2027-10-27T00:00:00+00:00",
+        port=443, url="https://hub.example.org/", login="admins: admin; passwords in x")
+    return replace(base, **changes)
+
+
+def hub(running=True, health="healthy", image=HUB_IMAGE, status="running"):
+    return {"Id": "e" * 64, "Image": IDS[HUB_IMAGE], "Config": {"Image": image},
+            "State": {"Running": running, "Status": status, "Restarting": False,
+                      "Health": {"Status": health}}}
+
+
+def test_nothing_differs_when_all_agree():
+    assert applied.differences(record(), "d" * 64, hub(), dict(IDS), NOW) == []
+
+
+@pytest.mark.parametrize("case, args, expected", [
+    ("inputs", dict(digest="0" * 64), "inputs changed"),
+    ("gone", dict(hub={}), "the hub container is gone"),
+    ("stopped", dict(hub=hub(running=False, status="exited")), "the hub container is exited"),
+    ("unhealthy", dict(hub=hub(health="unhealthy")), "the hub container is unhealthy"),
+    ("starting", dict(hub=hub(health="starting")), "the hub container is starting"),
+    ("other image", dict(hub={**hub(), "Image": "sha256:" + "9" * 64}), "runs another image"),
+    ("image moved", dict(ids={**IDS, NB_IMAGE: "sha256:" + "1" * 64}), f"image {NB_IMAGE} changed"),
+    ("image gone", dict(ids={**IDS, BASE: None}), f"image {BASE} changed"),
+    ("renewal", dict(now=datetime(2027, 10, 27, tzinfo=timezone.utc)), "due for renewal"),
+])
+def test_each_difference_is_named(case, args, expected):
+    found = applied.differences(record(), args.get("digest", "d" * 64), args.get("hub", hub()),
+                                args.get("ids", dict(IDS)), args.get("now", NOW))
+    assert any(expected in reason for reason in found), found
+
+
+def test_the_record_round_trips_and_bad_records_are_ignored(tmp_path):
+    path = tmp_path / ".state" / "applied.json"
+    assert applied.read_record(path) is None
+    applied.write_record(path, record())
+    assert applied.read_record(path) == record()
+    assert not list(path.parent.glob("*.partial"))
+    for text in ("not json", json.dumps({"format": 99}), json.dumps({"format": 1, "x": 1}), "[]"):
+        path.write_text(text)
+        assert applied.read_record(path) is None
+    applied.forget(path)
+    applied.forget(path)  # twice: nothing to forget is fine
+    assert not path.exists()
+
+
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def fake_engine(tmp_path, monkeypatch):
+    """An HTTP server on a Unix socket answering like the engine's inspect endpoints."""
+    answers = {"/containers/abc/json": (200, {"Id": "abc"}), "/images/hub:latest/json": (200, {"Id": "i"}),
+               "/broken/json": (500, {"message": "boom"})}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            status, body = answers.get(self.path, (404, {"message": "no such"}))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    path = str(tmp_path / "engine.sock")
+    server = UnixHTTPServer(path, Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    yield path
+    server.shutdown()
+    server.server_close()
+
+
+def test_engine_json_reads_several_paths_on_one_connection(fake_engine):
+    got = engine_json(Context(), ["/containers/abc/json", "/images/hub:latest/json", "/nothing/json"])
+    assert got == [{"Id": "abc"}, {"Id": "i"}, {}]
+
+
+def test_engine_json_gives_up_rather_than_guess(fake_engine, monkeypatch, tmp_path):
+    assert engine_json(Context(), ["/containers/abc/json", "/broken/json"]) is None
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    assert engine_json(Context(), ["/containers/abc/json"]) is None
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert engine_json(Context(), ["/containers/abc/json"]) is None
+
+
+def test_the_record_is_kept_for_this_machine_only(tmp_path):
+    local = Context(Config(overrides={"project_dir": str(tmp_path)}))
+    assert applied_record(local) == tmp_path / ".state" / "applied.json"
+
+    class Remote(Context):
+        host, client = "hub.example.org", object()
+
+    assert applied_record(Remote()) is None
+    assert engine_json(Remote(), ["/containers/abc/json"]) is None
