@@ -3,6 +3,7 @@ count, measures the figure and its floor in the same run, interleaved where both
 sampled so that a machine which gets busier mid-run moves both alike, and returns an
 Outcome: table rows, samples for the plot, details for the JSON file."""
 import http.client
+import math
 import os
 import re
 import shlex
@@ -16,9 +17,11 @@ from pathlib import Path
 
 from bench import driver
 from bench.deployment import BenchError, wait_api
-from bench.floors import PORT, direct_session, start_direct, stop_direct, template_of, wait_gone
+from bench.floors import (
+    PORT, PROJECT_LABEL, ROLE_LABEL, direct_session, start_direct, stop_direct, template_of, wait_gone,
+)
 from bench.report import Row
-from bench.stats import percentile, summary
+from bench.stats import cpu_use, host_cpu, percentile, summary
 
 
 @dataclass
@@ -262,30 +265,42 @@ def p3_bursts(bench, sizes: list) -> Outcome:
             raise BenchError(f"a burst of {n} needs {n} bench users; there are {len(bench.users)}")
         for name in names:
             bench.ensure_volume(name)
+        cpu_before = host_cpu()
         wall, each, errors = spawn_all(bench, names)
+        hub_cpu = cpu_use(cpu_before, host_cpu())
         started = started_spread(bench, names)
         for name in names:  # what the burst ran, for the same burst without the hub
             container = bench.server_container(name)
             if container is not None:
                 bench.templates.setdefault(name, template_of(container.attrs))
         stop_all(bench, names)
+        cpu_before = host_cpu()
         direct = direct_burst(bench, names)
+        direct_cpu = cpu_use(cpu_before, host_cpu())
         floor = max(n * container_s, n * cpu_s / cores)
         rows += [Row("P3", f"burst of {n}: wall", wall, "s", floor, "ratio", 1.3, f"F_{n}"),
                  Row("P3", f"burst of {n}: wall", wall, "s", direct, "info", floor_figure="same, no hub"),
+                 Row("P3", f"burst of {n}: all cores busy", 100 * hub_cpu["busy_share"], "%"),
+                 Row("P3", f"burst of {n}: host CPU / cores", hub_cpu["cpu_s"] / cores, "s", floor,
+                     "info", floor_figure=f"F_{n}"),
                  Row("P3", f"burst of {n}: failed spawns", len(errors), "count", kind="max", target=0)]
         series[f"{n} at once"] = sorted(each.values())
         details[f"burst_{n}"] = {"wall_s": wall, "floor_s": floor, "direct_wall_s": direct,
                                  "ready_s": each, "errors": errors,
-                                 "containers_started_within_s": started}
+                                 "containers_started_within_s": started,
+                                 # the whole host's CPU during each burst (hub, engine, servers,
+                                 # this bench), against the servers' own share of F_N
+                                 "host_cpu": hub_cpu, "host_cpu_direct": direct_cpu}
     return Outcome(rows, {"P3 burst: time to ready": ("s", series)}, details)
 
 
 # --- P4 -----------------------------------------------------------------------------------
 def p4_proxy(bench, count: int) -> Outcome:
     """GET /user/NAME/api through the hub's proxy over HTTPS, against the same request sent
-    straight to the container; both on kept-alive connections, as a browser does."""
-    import requests
+    straight to the container; all on kept-alive connections, as a browser does. Through
+    the proxy twice: by the published port (as users reach it: the engine's port forwarding,
+    then the proxy), and by the hub container's own address (the proxy and TLS alone)."""
+    import urllib3
 
     name = bench.users[0]
     network = bench.template(name).network
@@ -293,30 +308,88 @@ def p4_proxy(bench, count: int) -> Outcome:
     try:
         container = bench.server_container(name)
         ip = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
-        proxied, direct = requests.Session(), requests.Session()
+        hub_ip = bench.hub_container().attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        tls = dict(cert_reqs="CERT_REQUIRED", ca_certs=bench.d.cafile, server_hostname="localhost",
+                   assert_hostname="localhost", maxsize=1)
+        path = f"/user/{name}/api"
+        node_ip = start_node_proxy(bench, network, f"http://{ip}:8888")
         targets = {
-            "proxy": (proxied, f"{bench.d.url}/user/{name}/api", bench.d.cafile),
-            "direct": (direct, f"http://{ip}:8888/user/{name}/api", None),
+            "proxy": urllib3.HTTPSConnectionPool("127.0.0.1", bench.d.port, **tls),
+            "proxy at the hub's address": urllib3.HTTPSConnectionPool(hub_ip, 8443, **tls),
+            "bare Node proxy": urllib3.HTTPSConnectionPool(node_ip, NODE_PROXY_PORT, **tls),
+            "direct": urllib3.HTTPConnectionPool(ip, 8888, maxsize=1),
         }
-        samples = {"proxy": [], "direct": []}
+        samples = {label: [] for label in targets}
         for i in range(count + 10):  # the first 10 of each warm the connections
-            for label in (("proxy", "direct") if i % 2 == 0 else ("direct", "proxy")):
-                session, url, verify = targets[label]
+            order = list(targets) if i % 2 == 0 else list(reversed(targets))
+            for label in order:
                 started = time.perf_counter()
-                response = session.get(url, verify=verify, timeout=10)
+                response = targets[label].request("GET", path, timeout=10, retries=False)
                 elapsed = time.perf_counter() - started
-                if response.status_code != 200:
-                    raise BenchError(f"P4: {url} answered HTTP {response.status_code}")
+                if response.status != 200:
+                    raise BenchError(f"P4: {label} {path} answered HTTP {response.status}")
                 if i >= 10:
                     samples[label].append(elapsed * 1000)
     finally:
+        stop_node_proxy(bench)
         bench.stop_server(name)
-    proxy, straight = samples["proxy"], samples["direct"]
+    proxy, by_ip, straight = samples["proxy"], samples["proxy at the hub's address"], samples["direct"]
+    bare = samples["bare Node proxy"]
     return Outcome(
-        rows=[Row("P4", f"request p50 (n={count})", p50(proxy), "ms", p50(straight), "delta", 1.0, "direct")],
-        distributions={"P4 one request": ("ms", {"proxy+TLS": proxy, "direct": straight})},
-        details={"proxy_ms": summary(proxy), "direct_ms": summary(straight)},
+        rows=[Row("P4", f"request p50 (n={count})", p50(proxy), "ms", p50(straight), "delta", 1.0, "direct"),
+              Row("P4", f"at the hub's address p50 (n={count})", p50(by_ip), "ms", p50(straight),
+                  "delta", math.nan, "direct"),
+              Row("P4", f"bare Node proxy p50 (n={count})", p50(bare), "ms", p50(straight),
+                  "delta", math.nan, "direct")],
+        distributions={"P4 one request": ("ms", {"proxy+TLS": proxy, "proxy+TLS, hub address": by_ip,
+                                                 "bare Node proxy+TLS": bare, "direct": straight})},
+        details={"proxy_ms": summary(proxy), "proxy_at_hub_address_ms": summary(by_ip),
+                 "bare_node_proxy_ms": summary(bare), "direct_ms": summary(straight)},
     )
+
+
+NODE_PROXY_PORT = 9443
+
+
+def node_proxy_name(bench) -> str:
+    return f"{bench.project}-bench-node-proxy"
+
+
+def start_node_proxy(bench, network: str, target: str) -> str:
+    """bench/node_proxy.js in a container of the hub's image (its Node and http-proxy) on the
+    deployment's network, serving the hub's certificate; its address once it answers."""
+    import socket
+
+    here = Path(__file__).resolve().parent
+    container = bench.client.containers.run(
+        "jupyterhub-deploy-hub:latest", name=node_proxy_name(bench), detach=True, user="0",
+        entrypoint=["node", "/bench/node_proxy.js", "/secrets/jupyterhub.crt",
+                    "/secrets/jupyterhub.key", target, str(NODE_PROXY_PORT)],
+        environment={"NODE_PATH": "/usr/share/nodejs"}, network=network,
+        labels={PROJECT_LABEL: bench.project, ROLE_LABEL: "bench-floor"},
+        volumes={str(here): {"bind": "/bench", "mode": "ro"},
+                 str(bench.d.root / "secrets"): {"bind": "/secrets", "mode": "ro"}},
+    )
+    end = time.monotonic() + 30
+    while True:
+        container.reload()
+        ip = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        try:
+            socket.create_connection((ip, NODE_PROXY_PORT), timeout=1).close()
+            return ip
+        except OSError:
+            if container.status != "running" or time.monotonic() > end:
+                raise BenchError(f"P4: the bare Node proxy did not listen: {container.logs()[-500:]!r}")
+            time.sleep(0.1)
+
+
+def stop_node_proxy(bench) -> None:
+    import docker
+
+    try:
+        bench.client.containers.get(node_proxy_name(bench)).remove(force=True)
+    except docker.errors.NotFound:
+        pass
 
 
 # --- P6 -----------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ class Row:
     @property
     def ok(self):
         """True/False against the target, None when there is none."""
-        if self.kind == "info" or math.isnan(self.value):
+        if self.kind == "info" or math.isnan(self.value) or math.isnan(self.target):
             return None
         measured = self.value if self.kind == "max" else self.against_floor
         return bool(measured <= self.target)
@@ -60,6 +60,8 @@ def _against(row: Row) -> str:
 
 
 def _target(row: Row) -> str:
+    if math.isnan(row.target):
+        return ""
     if row.kind == "ratio":
         return f"<= {row.target:g}x"
     if row.kind == "delta":
