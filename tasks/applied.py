@@ -10,8 +10,9 @@ the engine; when all agree, every step would find nothing to do, so the task say
 checks only that the hub answers. Anything that differs, or cannot be read, sends the task
 through every check and step as usual. Nothing secret is kept: one digest over everything.
 
-Only for this machine's engine (the SSH path always runs every step): its whole point is to
-answer faster than `docker compose up -d` would, and the Docker SDK's import alone is slower.
+There is one record for this machine's engine and one per remote host (target.py). Here the
+engine is asked straight on its socket: the check is meant to answer sooner than a no-op
+`docker compose up -d`, and the Docker SDK's import alone takes longer than that.
 """
 import hashlib
 import json

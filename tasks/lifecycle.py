@@ -15,7 +15,7 @@ from invoke.exceptions import Exit
 from tasks.project import compose_env
 from tasks.settings import load_settings, resolve_ca_bundle
 from tasks.target import (
-    applied_record, build_ca_file, compose, docker_client, engine_json, host_name, hub_address,
+    applied_record, build_ca_file, compose, docker_client, host_name, hub_address, inspect_engine,
     project_dir, sync_project,
 )
 
@@ -60,9 +60,7 @@ def preflight(c, starting: bool = False) -> Ready:
     from tasks.userlist import load_userlist
 
     root = project_dir(c)
-    record = applied_record(c)
-    if record:
-        applied.forget(record)  # written again when this run's `inv up` has succeeded
+    applied.forget(applied_record(c))  # written again when this run's `inv up` has succeeded
     settings = load_settings(root)
     users = load_userlist(root)
     names, _ = plan_certificate(c, root, settings)
@@ -195,7 +193,7 @@ def record_applied(c, ready: Ready, url: str, login: str) -> None:
     path = applied_record(c)
     settings = ready.settings
     # `inv build` pulls an image it does not build, to get its updates: no quick path then.
-    if path is None or not is_project_image(settings, ready.model):
+    if not is_project_image(settings, ready.model):
         return
     hub = hub_container(ready.client, settings.project)
     names = [ready.model.hub_image, settings.notebook_image, base_in_use(ready.client, settings.base_image)]
@@ -226,23 +224,18 @@ def unchanged_since_up(c):
 def _check_record(c):
     import os
     import re
-    from urllib.parse import quote
 
     from tasks import applied
 
-    path = applied_record(c)
-    record = applied.read_record(path) if path else None
+    record = applied.read_record(applied_record(c))
     if record is None or not re.fullmatch(r"[0-9a-f]{64}", record.hub_container):
         return None
-    names = list(record.images)
-    facts = engine_json(c, [f"/containers/{record.hub_container}/json",
-                            *(f"/images/{quote(name, safe='/:@')}/json" for name in names)])
+    facts = inspect_engine(c, record.hub_container, list(record.images))
     if facts is None:
         return None
-    hub, *images = facts
+    hub, image_ids = facts
     digest = applied.inputs_digest(project_dir(c), os.environ, host_name(c))
-    found = applied.differences(record, digest, hub, {n: i.get("Id") for n, i in zip(names, images)},
-                                applied.now_utc())
+    found = applied.differences(record, digest, hub, image_ids, applied.now_utc())
     if found:
         print(f"since the last `inv up` ({record.written}): {'; '.join(found)}; checking every step")
         return None
@@ -351,9 +344,7 @@ def down(c):
     settings = load_settings(project_dir(c))
     client = docker_client(c)
     require_compose(c)
-    record = applied_record(c)
-    if record:
-        applied.forget(record)
+    applied.forget(applied_record(c))
     # compose did not create the user servers and would leave them holding the network.
     servers = _user_servers(client, settings.project)
     for container in servers:

@@ -10,7 +10,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
+import weakref
 import socket
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,10 +50,47 @@ def host_name(c) -> str:
     return c.host if is_remote(c) else socket.gethostname()
 
 
-def applied_record(c):
-    """Where the record of the last applied state is kept (tasks/applied.py), or None: it
-    is kept for this machine's deployment only, and a remote host always gets every step."""
-    return None if is_remote(c) else project_dir(c) / RECORD
+def applied_record(c) -> Path:
+    """Where the record of the last applied state is kept (tasks/applied.py): in the project
+    folder on this machine, one for this machine's engine and one per remote host."""
+    if not is_remote(c):
+        return project_dir(c) / RECORD
+    where = re.sub(r"[^A-Za-z0-9._-]", "_", f"{c.user}@{c.host}:{c.port}")
+    return project_dir(c) / RECORD.with_name(f"{RECORD.stem}-{where}{RECORD.suffix}")
+
+
+def inspect_engine(c, container_id: str, image_names) -> tuple | None:
+    """(the container's inspection, or {} when gone; {image name: id, or None when gone})
+    from the deployment's engine, for the quick check; None when the engine cannot be asked,
+    and the caller then takes every step. Here straight on the engine's socket; on a remote
+    host with the Docker SDK over the SSH connection, as every task does."""
+    if is_remote(c):
+        return _inspect_with_sdk(c, container_id, image_names)
+    from urllib.parse import quote
+
+    answers = engine_json(c, [f"/containers/{container_id}/json",
+                              *(f"/images/{quote(name, safe='/:@')}/json" for name in image_names)])
+    if answers is None:
+        return None
+    container, *images = answers
+    return container, {name: image.get("Id") for name, image in zip(image_names, images)}
+
+
+def _inspect_with_sdk(c, container_id: str, image_names) -> tuple | None:
+    import docker
+
+    def inspect(method, name):
+        try:
+            return method(name)
+        except docker.errors.NotFound:
+            return {}
+
+    try:
+        client = docker_client(c)
+        container = inspect(client.api.inspect_container, container_id)
+        return container, {name: inspect(client.api.inspect_image, name).get("Id") for name in image_names}
+    except (Exit, docker.errors.DockerException):
+        return None
 
 
 def engine_json(c, paths) -> list | None:
@@ -90,10 +129,16 @@ def engine_json(c, paths) -> list | None:
     return answers
 
 
+_REMOTE_CLIENTS = weakref.WeakKeyDictionary()
+
+
 def docker_client(c):
-    """A Docker SDK client for the engine the deployment runs on, checked to answer."""
+    """A Docker SDK client for the engine the deployment runs on, checked to answer. Over
+    SSH, one per connection: each opens channels, and sshd allows 10 per connection."""
     import docker  # imported here: `inv --list` should not pay for it
 
+    if is_remote(c) and c in _REMOTE_CLIENTS:
+        return _REMOTE_CLIENTS[c]
     try:
         if is_remote(c):
             c.open()
@@ -106,6 +151,7 @@ def docker_client(c):
             client.api.mount("http+docker://ssh", adapter)
             client.api._custom_adapter = adapter
             client.api._version = client.api._retrieve_server_version()
+            _REMOTE_CLIENTS[c] = client
         else:
             client = docker.from_env()
         client.ping()

@@ -57,6 +57,7 @@ def test_second_deploy_is_a_quick_no_op(remote_deployment, remote_host):
     result = d.inv_ok("deploy")
     stats = d.ssh_stats()
     print(f"no-op deploy: {result.seconds:.1f} s, ssh: {stats}")
+    assert "nothing changed since the last `inv up`" in result.output  # the record for this host
     assert "unchanged" in result.output and "uploaded" not in result.output
     assert "Recreate" not in result.output and "Started" not in result.output
     ids = lambda text: sorted(line.split()[:2] for line in text.splitlines())

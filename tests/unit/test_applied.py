@@ -176,12 +176,12 @@ def test_engine_json_gives_up_rather_than_guess(fake_engine, monkeypatch, tmp_pa
     assert engine_json(Context(), ["/containers/abc/json"]) is None
 
 
-def test_the_record_is_kept_for_this_machine_only(tmp_path):
-    local = Context(Config(overrides={"project_dir": str(tmp_path)}))
-    assert applied_record(local) == tmp_path / ".state" / "applied.json"
+def test_each_engine_has_its_own_record(tmp_path):
+    config = Config(overrides={"project_dir": str(tmp_path)})
+    assert applied_record(Context(config)) == tmp_path / ".state" / "applied.json"
 
     class Remote(Context):
-        host, client = "hub.example.org", object()
+        host, client, user, port = "hub.example.org", object(), "op", 2222
 
-    assert applied_record(Remote()) is None
-    assert engine_json(Remote(), ["/containers/abc/json"]) is None
+    assert applied_record(Remote(config)) == tmp_path / ".state" / "applied-op_hub.example.org_2222.json"
+    assert engine_json(Remote(config), ["/containers/abc/json"]) is None  # the SDK's work there
