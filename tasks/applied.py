@@ -65,27 +65,41 @@ def _walk(path: Path):
                 yield Path(folder, name)
 
 
-def inputs_digest(root: Path, environ, host: str, code=CODE_INPUTS) -> str:
-    """One digest of everything the tasks read, in the order given: names, modes and bytes."""
-    digest = hashlib.sha256()
+class Digest:
+    """sha256 over a sequence of parts, each ended by a NUL, so that parts cannot run together."""
 
-    def add(*parts):
+    def __init__(self):
+        self._hash = hashlib.sha256()
+
+    def add(self, *parts) -> None:
         for part in parts:
-            digest.update(part if isinstance(part, bytes) else str(part).encode())
-            digest.update(b"\0")
+            self._hash.update(part if isinstance(part, bytes) else str(part).encode())
+            self._hash.update(b"\0")
 
-    add("host", host)
-    for key in ENV_KEYS:
-        add(key, environ[key] if key in environ else "\x01unset")
-    for base, names in ((root, [root / n for n in PROJECT_INPUTS]), (None, list(code))):
-        for top in names:
+    def add_files(self, tops, base=None) -> None:
+        """Every file under each of `tops` (names relative to `base`), its mode and bytes."""
+        for top in tops:
+            shown = (lambda path: path.relative_to(base)) if base else (lambda path: path)
             if not os.path.lexists(top):
-                add(top if base is None else top.relative_to(base), "missing")
+                self.add(shown(top), "missing")
                 continue
             for path in _walk(top):
                 info = path.lstat()
-                add(path if base is None else path.relative_to(base), oct(info.st_mode))
-                add(os.readlink(path) if path.is_symlink() else path.read_bytes())
+                self.add(shown(path), oct(info.st_mode))
+                self.add(os.readlink(path) if path.is_symlink() else path.read_bytes())
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def inputs_digest(root: Path, environ, host: str, code=CODE_INPUTS) -> str:
+    """One digest of everything the tasks read, in the order given: names, modes and bytes."""
+    digest = Digest()
+    digest.add("host", host)
+    for key in ENV_KEYS:
+        digest.add(key, environ[key] if key in environ else "\x01unset")
+    digest.add_files([root / name for name in PROJECT_INPUTS], base=root)
+    digest.add_files(list(code))
     return digest.hexdigest()
 
 

@@ -1,9 +1,14 @@
 """Images: the base both builds start FROM, the hub image, and the user (notebook) image."""
 import shlex
+from pathlib import Path
 
 from invoke.exceptions import Exit
 
 from tasks.names import ROLE_LABEL
+
+INPUTS_LABEL = "org.jupyterhub-deploy.inputs"
+# docker-compose.yml puts each into its image's INPUTS_LABEL.
+BUILD_INPUTS = {"hub": "HUB_BUILD_INPUTS", "notebook": "NOTEBOOK_BUILD_INPUTS"}
 
 # Debian releases debootstrap can make a base for, by the tags Docker Hub gives them.
 DEBIAN_SUITES = {"bookworm": "bookworm", "12": "bookworm", "trixie": "trixie", "13": "trixie"}
@@ -123,15 +128,42 @@ def is_project_image(settings, model) -> bool:
     return settings.notebook_image == model.notebook_build_image
 
 
-def ensure_notebook_image(c, client, settings, model, env) -> str:
-    """Build notebook/ or pull the external image DOCKER_NOTEBOOK_IMAGE names."""
+def build_inputs(root: Path, service: str, base_id: str) -> str:
+    """A digest of what a service's image is built from: its folder (names, modes and bytes),
+    docker-compose.yml (build arguments, labels) and the base image it starts FROM."""
+    from tasks.applied import Digest
+
+    digest = Digest()
+    digest.add("base", base_id)
+    digest.add_files([root / service, root / "docker-compose.yml"], base=root)
+    return digest.hexdigest()
+
+
+def build_image(c, client, root: Path, service: str, name: str, env: dict) -> str:
+    """Build a service's image, unless the image there was built from the same inputs (its
+    label says which): BuildKit would only answer from its cache, in a second or more."""
+    import docker
     from tasks.target import compose
 
+    inputs = build_inputs(root, service, image_id(client, env["BASE_IMAGE"]) or env["BASE_IMAGE"])
+    try:
+        image = client.images.get(name)
+        before, label = image.id, image.labels.get(INPUTS_LABEL)
+    except docker.errors.ImageNotFound:
+        before, label = None, None
+    if label == inputs:
+        return f"image {name}: unchanged ({before[7:19]}; {service}/ and its base as it was built from)"
+    profile = ["--profile", "images"] if service == "notebook" else []
+    compose(c, *profile, "build", service, env={**env, BUILD_INPUTS[service]: inputs})
+    return describe_change(name, before, image_id(client, name))
+
+
+def ensure_notebook_image(c, client, root: Path, settings, model, env) -> str:
+    """Build notebook/ or pull the external image DOCKER_NOTEBOOK_IMAGE names."""
     name = settings.notebook_image
-    before = image_id(client, name)
     if is_project_image(settings, model):
-        compose(c, "--profile", "images", "build", "notebook", env=env)
-        return describe_change(name, before, image_id(client, name))
+        return build_image(c, client, root, "notebook", name, env)
+    before = image_id(client, name)
     print(f"Pulling notebook image {name}...")
     if pull(client, name):
         return describe_change(name, before, image_id(client, name))
@@ -144,10 +176,5 @@ def ensure_notebook_image(c, client, settings, model, env) -> str:
     )
 
 
-def ensure_hub_image(c, client, model, env) -> str:
-    from tasks.target import compose
-
-    before = image_id(client, model.hub_image)
-    compose(c, "build", "hub", env=env)
-    return describe_change(model.hub_image, before, image_id(client, model.hub_image))
-
+def ensure_hub_image(c, client, root: Path, model, env) -> str:
+    return build_image(c, client, root, "hub", model.hub_image, env)

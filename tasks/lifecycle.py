@@ -132,7 +132,7 @@ def notebook_image(c):
 
     ready = preflight(c)
     env = _build_env(c, ready) if is_project_image(ready.settings, ready.model) else compose_env(ready.settings)
-    print(ensure_notebook_image(c, ready.client, ready.settings, ready.model, env))
+    print(ensure_notebook_image(c, ready.client, ready.root, ready.settings, ready.model, env))
 
 
 def build_steps(c, ready: Ready) -> None:
@@ -140,8 +140,8 @@ def build_steps(c, ready: Ready) -> None:
 
     ensure_network_and_volumes(ready)
     env = _build_env(c, ready)
-    print(ensure_hub_image(c, ready.client, ready.model, env))
-    print(ensure_notebook_image(c, ready.client, ready.settings, ready.model, env))
+    print(ensure_hub_image(c, ready.client, ready.root, ready.model, env))
+    print(ensure_notebook_image(c, ready.client, ready.root, ready.settings, ready.model, env))
 
 
 def up_steps(c, ready: Ready) -> None:

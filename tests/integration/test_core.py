@@ -160,7 +160,20 @@ def test_hub_restart_keeps_user_server_and_session(deployment, admin, docker_cli
     assert status.status_code == 200 and "last_activity" in status.json()
 
 
+def wait_healthy(container, deadline_s=60):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        container.reload()
+        if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{container.name} not healthy within {deadline_s} s")
+
+
 def test_second_build_up_changes_nothing(deployment, docker_client):
+    # The test before restarted the hub: until its next health check it is "starting", and
+    # `inv` would rightly take every step then.
+    wait_healthy(containers_by_role(docker_client, deployment, "hub")[0])
     before = running_state(docker_client, deployment)
     result = deployment.inv_ok("build", "up")
     after = running_state(docker_client, deployment)
@@ -186,11 +199,33 @@ def test_a_changed_input_takes_every_step_again(deployment, docker_client):
         env_file.write_text(saved)
     assert "inputs changed; checking every step" in out
     assert "certificate: kept" in out and f"network {deployment.project}-network: exists" in out
-    assert "image jupyterhub-deploy-hub:latest: unchanged" in out
+    # Neither image's inputs changed: no build at all, not even one answered from the cache.
+    assert "image jupyterhub-deploy-hub:latest: unchanged" in out and "Built" not in out
+    assert out.count("and its base as it was built from") == 2
     assert running_state(docker_client, deployment) == before  # a comment recreates nothing
     out = deployment.inv_ok("build", "up").output  # .env is back as it was: once more in full
     assert "inputs changed; checking every step" in out
     assert "nothing changed since" in deployment.inv_ok("up").output
+
+
+def test_a_changed_hub_folder_rebuilds_the_hub_and_keeps_user_servers(deployment, admin, docker_client):
+    assert admin.browse("/user/admin/api/status").status_code == 200  # the server runs
+    server = containers_by_role(docker_client, deployment, "user-server")[0]
+    hub_before = containers_by_role(docker_client, deployment, "hub")[0]
+    note = deployment.root / "hub" / "NOTES.txt"
+    note.write_text("a file in hub/ that the image does not even copy\n")
+    try:
+        out = deployment.inv_ok("build", "up").output
+    finally:
+        note.unlink()
+    assert "image jupyterhub-deploy-hub:latest: rebuilt" in out
+    assert "image jupyterhub-deploy-notebook:latest: unchanged" in out
+    hub_after = containers_by_role(docker_client, deployment, "hub")[0]
+    assert hub_after.id != hub_before.id  # recreated from the new image
+    server.reload()
+    assert server.status == "running"
+    assert containers_by_role(docker_client, deployment, "user-server")[0].id == server.id
+    deployment.inv_ok("build", "up")  # back to the image of the files as shipped
 
 
 def test_a_stopped_hub_is_started_again(deployment, docker_client):

@@ -185,3 +185,22 @@ def test_each_engine_has_its_own_record(tmp_path):
 
     assert applied_record(Remote(config)) == tmp_path / ".state" / "applied-op_hub.example.org_2222.json"
     assert engine_json(Remote(config), ["/containers/abc/json"]) is None  # the SDK's work there
+
+
+def test_an_image_is_rebuilt_only_when_its_own_inputs_change(tmp_path):
+    from tasks.images import build_inputs
+
+    root = tmp_path
+    for name in ("hub/Dockerfile", "notebook/Dockerfile", "docker-compose.yml"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    hub = build_inputs(root, "hub", "sha256:base1")
+    assert build_inputs(root, "hub", "sha256:base1") == hub
+    (root / "notebook" / "Dockerfile").write_text("changed")
+    assert build_inputs(root, "hub", "sha256:base1") == hub  # the other image's folder
+    assert build_inputs(root, "hub", "sha256:base2") != hub  # a new base
+    (root / "hub" / "hubauth.py").write_text("x")  # a new file in the image's folder
+    changed = build_inputs(root, "hub", "sha256:base1")
+    assert changed != hub
+    (root / "docker-compose.yml").write_text("build args changed")
+    assert build_inputs(root, "hub", "sha256:base1") not in (hub, changed)
