@@ -265,6 +265,9 @@ def quick_build(c) -> bool:
 
 def quick_up(c) -> bool:
     """True when the hub the record names still answers with its certificate."""
+    import http.client
+    import json
+
     from tasks.probe import ProbeError, get_hub_api
 
     record = unchanged_since_up(c)
@@ -273,15 +276,13 @@ def quick_up(c) -> bool:
     try:
         with hub_address(c, record.port) as (host, port):
             status, body = get_hub_api(host, port, record.cert_sha256)
-    except (ProbeError, OSError) as error:
-        status, body = f"no answer ({error})", b""
-    if status != 200:
+        version = json.loads(body).get("version", "?") if status == 200 else None
+    except (ProbeError, OSError, http.client.HTTPException, ValueError) as error:
+        status, version = f"no answer ({error})", None
+    if version is None:
         print(f"the hub does not answer as the last `inv up` left it ({status}); checking every step")
         _QUICK.clear()
         return False
-    import json
-
-    version = json.loads(body).get("version", "?")
     _say_unchanged(record)
     print(f"JupyterHub {version} answers at {record.url} ({record.login})")
     return True

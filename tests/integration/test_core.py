@@ -5,6 +5,7 @@ The tests share one deployment and run in file order, each building on the one b
 """
 import hashlib
 import io
+import json
 import socket
 import stat
 import tarfile
@@ -226,6 +227,19 @@ def test_a_changed_hub_folder_rebuilds_the_hub_and_keeps_user_servers(deployment
     assert server.status == "running"
     assert containers_by_role(docker_client, deployment, "user-server")[0].id == server.id
     deployment.inv_ok("build", "up")  # back to the image of the files as shipped
+
+
+def test_a_hub_that_does_not_answer_as_recorded_takes_every_step(deployment):
+    record = deployment.root / ".state" / "applied.json"
+    data = json.loads(record.read_text())
+    data["cert_sha256"] = "0" * 64  # as if the hub now served another certificate
+    record.write_text(json.dumps(data))
+    out = deployment.inv_ok("up").output
+    assert "the hub does not answer as the last `inv up` left it" in out
+    assert "another certificate" in out and "checking every step" in out and "answers at" in out
+    assert json.loads(record.read_text())["cert_sha256"] == hashlib.sha256(
+        x509.load_pem_x509_certificate(deployment.root.joinpath("secrets", "jupyterhub.crt").read_bytes())
+        .public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def test_a_stopped_hub_is_started_again(deployment, docker_client):
