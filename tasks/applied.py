@@ -54,7 +54,7 @@ class Applied:
 
 
 def _walk(path: Path):
-    """(path, stat) for a file, or for every file under a folder, in a stable order."""
+    """A file itself, or every file under a folder in a stable order (no bytecode)."""
     if path.is_symlink() or not path.is_dir():
         yield path
         return

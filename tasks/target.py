@@ -12,8 +12,8 @@ import json
 import os
 import re
 import shlex
-import weakref
 import socket
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,7 +151,6 @@ def docker_client(c):
             client.api.mount("http+docker://ssh", adapter)
             client.api._custom_adapter = adapter
             client.api._version = client.api._retrieve_server_version()
-            _REMOTE_CLIENTS[c] = client
         else:
             client = docker.from_env()
         client.ping()
@@ -162,6 +161,8 @@ def docker_client(c):
             "start docker`, or run bin/setup, which installs and starts it on Debian/Ubuntu), "
             "and check that you may use it (root, or a member of the docker group)."
         )
+    if is_remote(c):
+        _REMOTE_CLIENTS[c] = client
     return client
 
 
