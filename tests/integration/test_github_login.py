@@ -303,7 +303,12 @@ def test_a_name_removed_from_userlist_loses_access_at_once(deployment, people, d
     # Users let in by an admin or by their team are not the userlist's to take away.
     assert api.call("GET", "users/dave")[0] == 200 and api.call("GET", "users/olga")[0] == 200
     assert sorted(api.call("GET", "groups/userlist")[1]["users"]) == ["ada", "cy"]
-    # A second run removes nobody.
+    # A second run removes nobody: nothing changed, so it stops after one look.
+    again = deployment.inv_ok("up").output
+    assert "nothing changed since the last `inv up`" in again and "access removed" not in again
+    assert sorted(api.call("GET", "groups/userlist")[1]["users"]) == ["ada", "cy"]
+    # Taking every step again (no record) finds nobody to remove either.
+    (deployment.root / ".state" / "applied.json").unlink()
     assert "userlist: applied, nobody removed" in deployment.inv_ok("up").output
 
 
