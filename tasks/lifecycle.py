@@ -60,7 +60,6 @@ def preflight(c, starting: bool = False) -> Ready:
     from tasks.userlist import load_userlist
 
     root = project_dir(c)
-    applied.forget(applied_record(c))  # written again when this run's `inv up` has succeeded
     settings = load_settings(root)
     users = load_userlist(root)
     names, _ = plan_certificate(c, root, settings)
@@ -70,6 +69,8 @@ def preflight(c, starting: bool = False) -> Ready:
     require_compose(c)
     if starting:
         require_port_free(c, client, settings.project, settings.port)
+    # Checked: from here things may change. The record comes back when `inv up` succeeds.
+    applied.forget(applied_record(c))
     cert = ensure_certificate(c, root, settings)
     added = ensure_initial_passwords(root / "secrets", users.everyone)
     if added:

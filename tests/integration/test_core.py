@@ -315,12 +315,14 @@ def test_bad_input_is_refused_before_anything_changes(case, deployment, docker_c
         if mutate:
             mutate(deployment)
         before = running_state(docker_client, deployment)
+        record = (deployment.root / ".state" / "applied.json").read_bytes()
         result = deployment.inv("build", "up", env=env)
         assert result.returncode != 0
         for text in expected:
             assert text in result.output, result.output
         assert "Traceback" not in result.output
         assert running_state(docker_client, deployment) == before
+        assert (deployment.root / ".state" / "applied.json").read_bytes() == record
     finally:
         for path, data in saved.items():
             path.write_bytes(data)
