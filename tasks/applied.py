@@ -17,6 +17,7 @@ engine is asked straight on its socket: the check is meant to answer sooner than
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,10 +93,11 @@ class Digest:
         return self._hash.hexdigest()
 
 
-def inputs_digest(root: Path, environ, host: str, code=CODE_INPUTS) -> str:
-    """One digest of everything the tasks read, in the order given: names, modes and bytes."""
+def inputs_digest(root: Path, environ, host: str, where: str = "", code=CODE_INPUTS) -> str:
+    """One digest of everything the tasks read, in the order given: names, modes and bytes;
+    `host` and `where` name the engine's host and the folder compose runs in there."""
     digest = Digest()
-    digest.add("host", host)
+    digest.add("host", host, "where", where)
     for key in ENV_KEYS:
         digest.add(key, environ[key] if key in environ else "\x01unset")
     digest.add_files([root / name for name in PROJECT_INPUTS], base=root)
@@ -103,13 +105,39 @@ def inputs_digest(root: Path, environ, host: str, code=CODE_INPUTS) -> str:
     return digest.hexdigest()
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _valid(record: Applied) -> bool:
+    """Every field as `inv up` writes it (a record edited by hand, or by another version, is
+    no record): the ids and digests, the port, and a renewal time with its time zone."""
+    strings = (record.inputs, record.written, record.hub_container, record.cert_sha256,
+               record.renew_from, record.url, record.login)
+    if not all(isinstance(value, str) for value in strings):
+        return False
+    if not (_HEX64.fullmatch(record.inputs) and _HEX64.fullmatch(record.hub_container)
+            and _HEX64.fullmatch(record.cert_sha256)):
+        return False
+    if not isinstance(record.images, dict) or not record.images or not all(
+            isinstance(name, str) and isinstance(image, str) and _IMAGE_ID.fullmatch(image)
+            for name, image in record.images.items()):
+        return False
+    if type(record.port) is not int or not 1 <= record.port <= 65535:
+        return False
+    renew = datetime.fromisoformat(record.renew_from)
+    return renew.tzinfo is not None
+
+
 def read_record(path: Path):
-    """The record, or None when there is none or it is not one this version wrote."""
+    """The record, or None when there is none, it cannot be read, or it is not exactly what
+    this version writes."""
     try:
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             return None
-        return Applied(**data)
+        record = Applied(**data)
+        return record if _valid(record) else None
     except (OSError, ValueError, TypeError):
         return None
 

@@ -24,7 +24,8 @@ from invoke.exceptions import Exit
 
 from tasks.lazy import lazy_module
 from tasks.names import PROJECT_LABEL, ROLE_LABEL, USER_LABEL, labels, user_volume
-from tasks.target import docker_client, project_dir
+from tasks import applied
+from tasks.target import applied_record, docker_client, project_dir
 from tasks.userlist import check_name
 
 # Loaded when a backup or restore runs, not when `inv --list` reads this module.
@@ -741,6 +742,8 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
     with engine_errors("Restore"):
         dep = prepare(c)
     target = user_target(dep, user) if user else hub_target(dep)
+    if hub:  # the hub's users and groups may change: the next `inv up` takes every step
+        applied.forget(applied_record(c))
     with engine_errors(f"Restore of {target.what}"):
         summary = restore_volume(dep, target, path, expected, force, limits)
     print(f"restored {target.what} (volume {target.volume}) from {_shown(path)}: "

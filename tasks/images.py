@@ -128,33 +128,41 @@ def is_project_image(settings, model) -> bool:
     return settings.notebook_image == model.notebook_build_image
 
 
-def build_inputs(root: Path, service: str, base_id: str) -> str:
-    """A digest of what a service's image is built from: its folder (names, modes and bytes),
-    docker-compose.yml (build arguments, labels) and the base image it starts FROM."""
+def build_inputs(root: Path, service: str, build: dict, base_id: str):
+    """A digest of what a service's image is built from: its `build` section as compose
+    resolved it (arguments, labels, Dockerfile), its folder (names, modes and bytes) and the
+    base image it starts FROM; None when the build context is not the service's own folder
+    in the project (then every `inv build` builds)."""
+    import json
+
     from tasks.applied import Digest
 
+    if not str(build.get("context", "")).rstrip("/").endswith(f"/{service}"):
+        return None
+    section = {key: value for key, value in build.items() if key != "context"}
     digest = Digest()
-    digest.add("base", base_id)
-    digest.add_files([root / service, root / "docker-compose.yml"], base=root)
+    digest.add("base", base_id, "build", json.dumps(section, sort_keys=True))
+    digest.add_files([root / service], base=root)
     return digest.hexdigest()
 
 
-def build_image(c, client, root: Path, service: str, name: str, env: dict) -> str:
+def build_image(c, client, root: Path, service: str, name: str, build: dict, env: dict) -> str:
     """Build a service's image, unless the image there was built from the same inputs (its
     label says which): BuildKit would only answer from its cache, in a second or more."""
     import docker
     from tasks.target import compose
 
-    inputs = build_inputs(root, service, image_id(client, env["BASE_IMAGE"]) or env["BASE_IMAGE"])
+    base = image_id(client, env["BASE_IMAGE"]) or env["BASE_IMAGE"]
+    inputs = build_inputs(root, service, build, base)
     try:
         image = client.images.get(name)
         before, label = image.id, image.labels.get(INPUTS_LABEL)
     except docker.errors.ImageNotFound:
         before, label = None, None
-    if label == inputs:
+    if inputs and label == inputs:
         return f"image {name}: unchanged ({before[7:19]}; {service}/ and its base as it was built from)"
     profile = ["--profile", "images"] if service == "notebook" else []
-    compose(c, *profile, "build", service, env={**env, BUILD_INPUTS[service]: inputs})
+    compose(c, *profile, "build", service, env={**env, BUILD_INPUTS[service]: inputs or ""})
     return describe_change(name, before, image_id(client, name))
 
 
@@ -162,7 +170,7 @@ def ensure_notebook_image(c, client, root: Path, settings, model, env) -> str:
     """Build notebook/ or pull the external image DOCKER_NOTEBOOK_IMAGE names."""
     name = settings.notebook_image
     if is_project_image(settings, model):
-        return build_image(c, client, root, "notebook", name, env)
+        return build_image(c, client, root, "notebook", name, model.builds.get("notebook", {}), env)
     before = image_id(client, name)
     print(f"Pulling notebook image {name}...")
     if pull(client, name):
@@ -177,4 +185,4 @@ def ensure_notebook_image(c, client, root: Path, settings, model, env) -> str:
 
 
 def ensure_hub_image(c, client, root: Path, model, env) -> str:
-    return build_image(c, client, root, "hub", model.hub_image, env)
+    return build_image(c, client, root, "hub", model.hub_image, model.builds.get("hub", {}), env)

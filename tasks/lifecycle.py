@@ -15,8 +15,8 @@ from invoke.exceptions import Exit
 from tasks.project import compose_env
 from tasks.settings import load_settings, resolve_ca_bundle
 from tasks.target import (
-    applied_record, build_ca_file, compose, docker_client, host_name, hub_address, inspect_engine,
-    project_dir, sync_project,
+    applied_record, build_ca_file, compose, deploy_dir, docker_client, host_name, hub_address,
+    inspect_engine, project_copy_current, project_dir, sync_project,
 )
 
 
@@ -30,6 +30,7 @@ class Ready:
     model: object      # project.Model
     cert_names: list
     cert: object       # certs.CertInfo of the certificate the hub serves
+    inputs: str        # applied.inputs_digest() once the checks and their files are done
 
 
 def _cert_error(error) -> Exit:
@@ -80,7 +81,16 @@ def preflight(c, starting: bool = False) -> Ready:
     if synced:
         print(synced)
     model = read_model(c, compose_env(settings))
-    return Ready(root, settings, users, client, model, names, cert)
+    return Ready(root, settings, users, client, model, names, cert, inputs_now(c))
+
+
+def inputs_now(c) -> str:
+    """The digest of every input as it is now (tasks/applied.py)."""
+    import os
+
+    from tasks import applied
+
+    return applied.inputs_digest(project_dir(c), os.environ, host_name(c), deploy_dir(c))
 
 
 def ensure_network_and_volumes(ready: Ready) -> None:
@@ -183,9 +193,8 @@ def login_hint(ready: Ready) -> str:
 
 
 def record_applied(c, ready: Ready, url: str, login: str) -> None:
-    """Keep what this `inv up` applied, for the quick check of the next `inv build`/`inv up`."""
-    import os
-
+    """Keep what this `inv up` applied, for the quick check of the next `inv build`/`inv up`:
+    the inputs as its checks read them, and only if nobody changed them meanwhile."""
     from tasks import applied
     from tasks.certs import RENEW_BEFORE
     from tasks.checks import hub_container
@@ -196,13 +205,16 @@ def record_applied(c, ready: Ready, url: str, login: str) -> None:
     # `inv build` pulls an image it does not build, to get its updates: no quick path then.
     if not is_project_image(settings, ready.model):
         return
+    if inputs_now(c) != ready.inputs:
+        print("inputs changed while this ran: the next `inv build`/`inv up` takes every step")
+        return
     hub = hub_container(ready.client, settings.project)
     names = [ready.model.hub_image, settings.notebook_image, base_in_use(ready.client, settings.base_image)]
     images = {name: image_id(ready.client, name) for name in names if name}
     if hub is None or None in images.values():
         return
     applied.write_record(path, applied.Applied(
-        inputs=applied.inputs_digest(ready.root, os.environ, host_name(c)),
+        inputs=ready.inputs,
         written=applied.now_utc().isoformat(timespec="seconds"),
         hub_container=hub.id, images=images, cert_sha256=ready.cert.sha256,
         renew_from=(ready.cert.not_after - RENEW_BEFORE).isoformat(),
@@ -216,27 +228,30 @@ _QUICK = {}
 def unchanged_since_up(c):
     """The record of the last `inv up` when it still describes everything (tasks/applied.py),
     else None. Checked once per run: `inv build up` asks twice."""
-    key = str(project_dir(c))
+    key = str(applied_record(c))  # one per engine: `-H a,b` runs a task for each host
     if key not in _QUICK:
         _QUICK[key] = _check_record(c)
     return _QUICK[key]
 
 
 def _check_record(c):
-    import os
-    import re
-
     from tasks import applied
 
     record = applied.read_record(applied_record(c))
-    if record is None or not re.fullmatch(r"[0-9a-f]{64}", record.hub_container):
+    if record is None:
         return None
     facts = inspect_engine(c, record.hub_container, list(record.images))
     if facts is None:
         return None
     hub, image_ids = facts
-    digest = applied.inputs_digest(project_dir(c), os.environ, host_name(c))
+    try:
+        digest = inputs_now(c)
+    except OSError:
+        return None  # an input that cannot be read: the checks will say which, and why
     found = applied.differences(record, digest, hub, image_ids, applied.now_utc())
+    if not found and not project_copy_current(
+            c, lambda: resolve_ca_bundle(load_settings(project_dir(c)).build_ca_bundle)):
+        found.append("the project's copy on the host is not the one last uploaded")
     if found:
         print(f"since the last `inv up` ({record.written}): {'; '.join(found)}; checking every step")
         return None

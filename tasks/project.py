@@ -1,7 +1,7 @@
 """The deployment's resolved model (names from `docker compose config`) and the
 variables the tasks hand to compose on top of `.env`."""
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from invoke.exceptions import Exit
 
@@ -15,6 +15,7 @@ class Model:
     hub_volume: str
     hub_image: str
     notebook_build_image: str  # what notebook/ builds; DOCKER_NOTEBOOK_IMAGE may name another
+    builds: dict = field(default_factory=dict)  # service -> its resolved `build` section
 
 
 def parse_model(config: dict) -> Model:
@@ -26,6 +27,7 @@ def parse_model(config: dict) -> Model:
         hub_volume=config["volumes"]["hub-data"]["name"],
         hub_image=services["hub"]["image"],
         notebook_build_image=services["notebook"]["image"],
+        builds={name: service["build"] for name, service in services.items() if service.get("build")},
     )
 
 

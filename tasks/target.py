@@ -277,6 +277,21 @@ def bundle(root: Path, ca_file: str = "") -> bytes:
     return buffer.getvalue()
 
 
+def _remote_mark(c) -> str:
+    """The digest of the project files last uploaded in full to the remote host, or ""."""
+    where = shlex.quote(deploy_dir(c))
+    return c.run(f"cat {where}/{BUNDLE_MARK} 2>/dev/null || true", hide=True).stdout.strip()
+
+
+def project_copy_current(c, ca_file_of) -> bool:
+    """Whether compose's folder holds the current project files: always here; on a remote
+    host, when it holds what sync_project would upload now. `ca_file_of()` gives the CA
+    bundle that travels with them (asked only for a remote host)."""
+    if not is_remote(c):
+        return True
+    return _remote_mark(c) == hashlib.sha256(bundle(project_dir(c), ca_file_of())).hexdigest()
+
+
 def sync_project(c, ca_file: str = "") -> str:
     """Give a remote host the current project files (no-op locally). One tar stream into
     `tar -x` over an SSH channel: no temporary file, nothing in shell history. The digest
@@ -286,7 +301,7 @@ def sync_project(c, ca_file: str = "") -> str:
     data = bundle(project_dir(c), ca_file)
     digest = hashlib.sha256(data).hexdigest()
     where = shlex.quote(deploy_dir(c))
-    mark = c.run(f"cat {where}/{BUNDLE_MARK} 2>/dev/null || true", hide=True).stdout.strip()
+    mark = _remote_mark(c)
     if mark == digest:
         return f"project files on {c.host}: unchanged"
     script = (f"umask 077 && mkdir -p {where} && tar -x -m -C {where} "

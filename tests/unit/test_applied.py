@@ -37,7 +37,7 @@ def project(tmp_path):
 
 def digest(project, environ=None, host="hub.example.org"):
     root, code = project
-    return applied.inputs_digest(root, environ or {}, host, code=[code])
+    return applied.inputs_digest(root, environ or {}, host, "/srv/project", code=[code])
 
 
 CHANGES = {
@@ -45,7 +45,8 @@ CHANGES = {
     ".env": lambda root, code: (root / ".env").write_text("HUB_PORT=8443\n"),
     "userlist": lambda root, code: (root / "userlist").write_text("admin admin\nbob\n"),
     "a new secret": lambda root, code: (root / "secrets" / "oauth.env").write_text("X=1\n"),
-    "a secret's mode": lambda root, code: (root / "secrets" / "jupyterhub.crt").chmod(0o644 ^ 0o004),
+    "a secret's mode": lambda root, code: (root / "secrets" / "jupyterhub.crt").chmod(
+        (root / "secrets" / "jupyterhub.crt").stat().st_mode ^ 0o004),
     "hub/": lambda root, code: (root / "hub" / "Dockerfile").write_text("FROM other\n"),
     "notebook/ new file": lambda root, code: (root / "notebook" / "extra.txt").write_text("x"),
     "a removed file": lambda root, code: (root / "userlist").unlink(),
@@ -76,6 +77,8 @@ def test_shell_overrides_and_the_host_name_change_the_digest(project, key):
     assert digest(project, {key: "x"}) != before
     assert digest(project, {key: ""}) != before  # set but empty is not unset
     assert digest(project, host="other.example.org") != before
+    root, code = project
+    assert applied.inputs_digest(root, {}, "hub.example.org", "/srv/other", code=[code]) != before
     assert digest(project, {"UNRELATED": "x"}) == before
 
 
@@ -187,20 +190,113 @@ def test_each_engine_has_its_own_record(tmp_path):
     assert engine_json(Remote(config), ["/containers/abc/json"]) is None  # the SDK's work there
 
 
+BUILD = {"context": "/srv/project/hub", "dockerfile": "Dockerfile", "args": {"BASE_IMAGE": "debian:bookworm-slim"},
+         "labels": {"org.jupyterhub-deploy.role": "hub-image"}}
+
+
 def test_an_image_is_rebuilt_only_when_its_own_inputs_change(tmp_path):
     from tasks.images import build_inputs
 
     root = tmp_path
-    for name in ("hub/Dockerfile", "notebook/Dockerfile", "docker-compose.yml"):
+    for name in ("hub/Dockerfile", "notebook/Dockerfile"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(name)
-    hub = build_inputs(root, "hub", "sha256:base1")
-    assert build_inputs(root, "hub", "sha256:base1") == hub
+    hub = build_inputs(root, "hub", BUILD, "sha256:base1")
+    assert hub and build_inputs(root, "hub", dict(BUILD), "sha256:base1") == hub
     (root / "notebook" / "Dockerfile").write_text("changed")
-    assert build_inputs(root, "hub", "sha256:base1") == hub  # the other image's folder
-    assert build_inputs(root, "hub", "sha256:base2") != hub  # a new base
+    assert build_inputs(root, "hub", BUILD, "sha256:base1") == hub  # the other image's folder
+    assert build_inputs(root, "hub", BUILD, "sha256:base2") != hub  # a new base
+    other_args = {**BUILD, "args": {"BASE_IMAGE": "debian:trixie-slim", "EXTRA": "1"}}
+    assert build_inputs(root, "hub", other_args, "sha256:base1") != hub  # build arguments
     (root / "hub" / "hubauth.py").write_text("x")  # a new file in the image's folder
-    changed = build_inputs(root, "hub", "sha256:base1")
-    assert changed != hub
-    (root / "docker-compose.yml").write_text("build args changed")
-    assert build_inputs(root, "hub", "sha256:base1") not in (hub, changed)
+    assert build_inputs(root, "hub", BUILD, "sha256:base1") != hub
+
+
+def test_an_image_built_from_elsewhere_is_always_built(tmp_path):
+    from tasks.images import build_inputs
+
+    assert build_inputs(tmp_path, "hub", {**BUILD, "context": "/srv/elsewhere"}, "sha256:b") is None
+    assert build_inputs(tmp_path, "hub", {}, "sha256:b") is None
+
+
+@pytest.mark.parametrize("field, value", [
+    ("renew_from", "2027-10-27T00:00:00"),       # no time zone: could not be compared
+    ("renew_from", "soon"),
+    ("hub_container", "abc"),
+    ("inputs", 42),
+    ("images", {"hub:latest": "latest"}),
+    ("images", {}),
+    ("images", ["hub:latest"]),
+    ("port", "443"),
+    ("port", True),
+    ("cert_sha256", None),
+])
+def test_a_record_not_exactly_as_written_is_no_record(tmp_path, field, value):
+    path = tmp_path / "applied.json"
+    applied.write_record(path, record())
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))
+    assert applied.read_record(path) is None
+
+
+def test_the_quick_check_takes_every_step_rather_than_fail(tmp_path, monkeypatch, capsys):
+    """What the check cannot read or ask sends the task through every step, never a traceback."""
+    from tasks import lifecycle
+
+    c = Context(Config(overrides={"project_dir": str(tmp_path)}))
+    applied.write_record(applied_record(c), record())
+    hub_ok = (hub(), dict(IDS))
+    monkeypatch.setattr(lifecycle, "inspect_engine", lambda c, container, images: None)
+    assert lifecycle._check_record(c) is None  # the engine cannot be asked
+
+    def unreadable(*args):
+        raise PermissionError(13, "Permission denied", "secrets/jupyterhub.key")
+
+    monkeypatch.setattr(lifecycle, "inspect_engine", lambda c, container, images: hub_ok)
+    monkeypatch.setattr(applied, "inputs_digest", unreadable)
+    assert lifecycle._check_record(c) is None  # an input cannot be read
+
+    monkeypatch.setattr(applied, "inputs_digest", lambda *args: "d" * 64)
+    monkeypatch.setattr(applied, "now_utc", lambda: NOW)
+    assert lifecycle._check_record(c) == record()  # everything agrees
+    monkeypatch.setattr(lifecycle, "project_copy_current", lambda c, ca_file_of: False)
+    assert lifecycle._check_record(c) is None
+    assert "the project's copy on the host is not the one last uploaded" in capsys.readouterr().out
+
+
+def test_the_check_is_kept_once_per_engine(tmp_path, monkeypatch):
+    from tasks import lifecycle
+
+    asked = []
+    monkeypatch.setattr(lifecycle, "_QUICK", {})
+    monkeypatch.setattr(lifecycle, "_check_record", lambda c: asked.append(applied_record(c)) or None)
+
+    class Remote(Context):
+        client, user, port = object(), "op", 22
+
+        def __init__(self, host):
+            super().__init__(Config(overrides={"project_dir": str(tmp_path)}))
+            self.host = host
+
+    for c in (Remote("a.example.org"), Remote("b.example.org"), Remote("a.example.org")):
+        lifecycle.unchanged_since_up(c)
+    assert [p.name for p in asked] == ["applied-op_a.example.org_22.json", "applied-op_b.example.org_22.json"]
+
+
+def test_inputs_changed_during_the_run_leave_no_record(tmp_path, monkeypatch, capsys):
+    """An edit made while `inv up` ran (a name taken out of userlist, say) was not applied:
+    the run must not record it as applied, or the next run would skip it."""
+    from types import SimpleNamespace
+
+    from tasks import lifecycle
+
+    c = Context(Config(overrides={"project_dir": str(tmp_path)}))
+    settings = SimpleNamespace(notebook_image="nb:latest", base_image="base", project="p", port=443)
+    ready = lifecycle.Ready(root=tmp_path, settings=settings, users=None, client=object(),
+                            model=SimpleNamespace(notebook_build_image="nb:latest", hub_image="hub"),
+                            cert_names=["hub"], cert=None, inputs="a" * 64)
+    monkeypatch.setattr(lifecycle, "inputs_now", lambda c: "b" * 64)
+    lifecycle.record_applied(c, ready, "https://hub/", "admins: a")
+    assert not applied_record(c).exists()
+    assert "inputs changed while this ran" in capsys.readouterr().out
