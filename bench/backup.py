@@ -32,6 +32,7 @@ import tarfile
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,38 +46,33 @@ MiB = 1 << 20
 
 # --- the child modes: the raw archive API, in a process of its own ------------------------------
 
-def raw_get(volume: str, out: str, project: str) -> None:
+@contextmanager
+def volume_box(volume: str, project: str):
+    """A created, never started container with `volume` at /v: what the archive API needs."""
     import docker
     from docker.types import Mount
 
-    client = docker.from_env()
-    box = client.containers.create(HELPER_IMAGE, labels={f"{LABEL}.project": project},
-                                   mounts=[Mount("/v", volume, type="volume", no_copy=True)],
-                                   network_disabled=True)
+    box = docker.from_env().containers.create(
+        HELPER_IMAGE, labels={f"{LABEL}.project": project},
+        mounts=[Mount("/v", volume, type="volume", no_copy=True)], network_disabled=True)
     try:
-        chunks, _ = box.get_archive("/v", chunk_size=MiB)
-        with open(out, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
+        yield box
     finally:
         box.remove()
+
+
+def raw_get(volume: str, out: str, project: str) -> None:
+    with volume_box(volume, project) as box, open(out, "wb") as file:
+        chunks, _ = box.get_archive("/v", chunk_size=MiB)
+        for chunk in chunks:
+            file.write(chunk)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def raw_put(volume: str, source: str, project: str) -> None:
-    import docker
-    from docker.types import Mount
-
-    client = docker.from_env()
-    box = client.containers.create(HELPER_IMAGE, labels={f"{LABEL}.project": project},
-                                   mounts=[Mount("/v", volume, type="volume", no_copy=True)],
-                                   network_disabled=True)
-    try:
-        with open(source, "rb") as file:
-            box.put_archive("/v", iter(lambda: file.read(MiB), b""))
-    finally:
-        box.remove()
+    with volume_box(volume, project) as box, open(source, "rb") as file:
+        box.put_archive("/v", iter(lambda: file.read(MiB), b""))
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -138,9 +134,6 @@ class Bench:
 
     def fill(self, user: str, big_files: int, big_size: int, small_files: int) -> int:
         """A user's volume: a few big files and many small ones in folders; returns bytes."""
-        import docker as sdk
-        from docker.types import Mount
-
         volume = self.volume(user)
         self.make_volume(volume, user)
         rng = random.Random(user)
@@ -172,14 +165,8 @@ class Bench:
                     total += size
             yield bytes(1024)
 
-        client = sdk.from_env()
-        box = client.containers.create(HELPER_IMAGE, labels={f"{LABEL}.project": self.project},
-                                       mounts=[Mount("/v", volume, type="volume")],
-                                       network_disabled=True)
-        try:
+        with volume_box(volume, self.project) as box:
             box.put_archive("/v", stream())
-        finally:
-            box.remove()
         return total
 
     def inv(self, *args):

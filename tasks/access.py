@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import json
 import secrets
-import ssl
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -88,15 +87,15 @@ class HubAPI:
 
     def call(self, method: str, path: str, body=None) -> tuple:
         """(status, parsed JSON or None) for one request to /hub/api/PATH."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # replaced by the fingerprint comparison below
-        conn = http.client.HTTPSConnection(self.host, self.port, context=context, timeout=60)
+        from tasks.probe import ProbeError, pinned_connection
+
         try:
-            conn.connect()
-            presented = hashlib.sha256(conn.sock.getpeercert(binary_form=True)).hexdigest()
-            if presented != self.cert_sha256:
-                raise HubAPIError(f"port {self.port} presents another certificate than secrets/")
+            conn = pinned_connection(self.host, self.port, self.cert_sha256, timeout=60)
+        except ProbeError as error:
+            raise HubAPIError(str(error)) from None
+        except (OSError, http.client.HTTPException) as error:
+            raise HubAPIError(f"{method} /hub/api/{path}: {error}") from None
+        try:
             headers = {"Authorization": f"token {self._token}"}
             data = None
             if body is not None:

@@ -6,6 +6,7 @@ its first request (hub/hubauth.py). People change their password at /hub/change-
 """
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 PASSWORDS_FILE = "initial-passwords"
@@ -38,17 +39,27 @@ def plan_passwords(text: str, names, make=lambda: secrets.token_urlsafe(12)):
     return body + "".join(f"{name} {make()}\n" for name in added), added
 
 
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Replace `path` as a whole: readers see the old file or the new one, never a part.
+    The mode is set on the private temporary file before the first byte lands, so a key or
+    a password is never readable by others, and a failed write leaves no temporary file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_private(path: Path, text: str) -> None:
-    """Write atomically with mode 0600 from the first byte."""
+    """Write atomically with mode 0600 from the first byte, in a 0700 folder."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"), 0o600)
 
 
 def ensure_initial_passwords(secrets_dir: Path, names) -> list:

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 
 import zlib
 
+from tasks.restore_swap import WORK
 from tasks.streams import CHUNK, CompressedEnd, StreamEnd
 
 FORMAT = "jupyterhub-deploy-backup"
@@ -39,7 +40,7 @@ DATA = "data"
 MANIFEST = "manifest.jsonl"
 # Names at a volume's root that belong to this tool: a restore's work folder and the hub
 # database snapshot. Backups leave them out; archives that carry them are refused.
-RESTORE_DIR = ".jupyterhub-deploy-restore"
+RESTORE_DIR = WORK  # where a restore stages its copy (tasks/restore_swap.py)
 SNAPSHOT_DIR = ".jupyterhub-deploy-backup"
 RESERVED = frozenset({RESTORE_DIR, SNAPSHOT_DIR})
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
+from tasks import applied
 from tasks.lazy import lazy_module
 from tasks.names import PROJECT_LABEL, ROLE_LABEL, USER_LABEL, labels, user_volume
-from tasks import applied
 from tasks.target import applied_record, docker_client, project_dir
 from tasks.userlist import check_name
 
@@ -289,19 +289,13 @@ def _free_name(folder: Path, volume: str, created: datetime, compress: bool) -> 
     raise Exit(f"Too many backups of {volume} within one second in {folder}.")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_archive(dep: vh.Deployment, lock, target: vh.Target, folder: Path, compress: bool,
                   snapshot=None) -> Written:
     """Stream the volume into `<name>.partial`, then checksum file, then the final name.
     `snapshot`: (container, path) of a consistent copy of the hub database to archive in
     the live database's place."""
+    from tasks.restore_swap import sync_dir
+
     import gzip
 
     created = datetime.now(timezone.utc)
@@ -377,7 +371,7 @@ def write_archive(dep: vh.Deployment, lock, target: vh.Target, folder: Path, com
     final = folder / name
     os.link(partial, final)  # never replaces a file: fails if one appeared meanwhile
     partial.unlink()
-    _fsync_dir(folder)
+    sync_dir(folder)
     return Written(final, hashing.count, digest, checker.entries, checker.bytes, notes)
 
 
@@ -519,7 +513,8 @@ def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=Fal
         else:
             targets = user_targets(dep) + [hub_target(dep)]
         for target in targets:
-            require_volume(dep, target)
+            if target.kind == "hub" or user:  # --all found the users' volumes by listing them
+                require_volume(dep, target)
     ensure_folder(folder)
     failed = []
     for target in targets:

@@ -4,9 +4,7 @@ Pure logic. A certificate we made carries MARKER_ORG, so we may replace it at wi
 any other is the operator's, and we only ever read it.
 """
 import ipaddress
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,6 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding, NoEncryption, PrivateFormat, PublicFormat, load_pem_private_key)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tasks.accounts import write_atomic
+from tasks.restore_swap import sync_dir
 
 CERT_FILE = "jupyterhub.crt"
 KEY_FILE = "jupyterhub.key"
@@ -44,8 +45,10 @@ def _ip(name):
         return None
 
 
-def _canonical(name):
-    """One spelling per name, so that "::1" meets "0::1" and "Hub" meets "hub"."""
+def canonical_name(name: str) -> str:
+    """One spelling per host name or address, so that "::1" meets "0::1" and "[::1]", and
+    "Hub" meets "hub"."""
+    name = name.strip("[]")
     ip = _ip(name)
     return str(ip) if ip else name.lower()
 
@@ -66,8 +69,8 @@ def cert_names(hostname: str, extra: str = "") -> list[str]:
         if not (_ip(item) or _is_dns_name(item)):
             raise CertError(f"{item!r} is neither an IP address nor a DNS name: fix it in the "
                             "certificate names you gave (letters, digits, hyphens and dots only)")
-        if _canonical(item) not in names:
-            names.append(_canonical(item))
+        if canonical_name(item) not in names:
+            names.append(canonical_name(item))
     return names
 
 
@@ -160,8 +163,8 @@ def inspect_pair(cert_pem: bytes, key_pem: bytes) -> CertInfo:
 
 
 def _covers(have_names, name):
-    have = {_canonical(n) for n in have_names}
-    name = _canonical(name)
+    have = {canonical_name(n) for n in have_names}
+    name = canonical_name(name)
     # A wildcard stands for exactly one leftmost label, and never for an IP address.
     return name in have or (not _ip(name) and "." in name and "*." + name.split(".", 1)[1] in have)
 
@@ -202,7 +205,7 @@ def plan_cert(cert_pem: bytes | None, key_pem: bytes | None, names: list[str],
         problems.append(f"expires {until} (in {(info.not_after - now).days} days)")
     # No public CA will sign the loopback names, so asking that of the operator's certificate
     # would only make a warning nobody can ever clear.
-    wanted = names if ours else [n for n in names if _canonical(n) not in _LOOPBACK]
+    wanted = names if ours else [n for n in names if canonical_name(n) not in _LOOPBACK]
     missing = [n for n in wanted if not _covers(info.names, n)]
     if missing:
         problems.append("does not cover: " + ", ".join(missing))
@@ -214,22 +217,6 @@ def plan_cert(cert_pem: bytes | None, key_pem: bytes | None, names: list[str],
     return CertPlan("keep", f"valid until {until}, covers {', '.join(info.names)}")
 
 
-def _write_atomic(path, data, mode):
-    # Mode is set on the private temp file before the first byte lands, so a key is never
-    # readable by others, and os.replace means a reader sees the old file or the new, whole.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_pair(secrets_dir: Path, cert_pem: bytes, key_pem: bytes) -> None:
     """Write the pair into `secrets_dir` (made 0700 if new): key 0600, certificate 0644."""
     secrets_dir = Path(secrets_dir)
@@ -237,13 +224,9 @@ def write_pair(secrets_dir: Path, cert_pem: bytes, key_pem: bytes) -> None:
         secrets_dir.mkdir(parents=True)
         secrets_dir.chmod(0o700)  # mkdir's mode is filtered by the umask; chmod is not
     # Key first: a crash between the two leaves a mismatched pair of ours, which plan_cert renews.
-    _write_atomic(secrets_dir / KEY_FILE, key_pem, 0o600)
-    _write_atomic(secrets_dir / CERT_FILE, cert_pem, 0o644)
-    dir_fd = os.open(secrets_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # so the renames themselves survive a power cut
-    finally:
-        os.close(dir_fd)
+    write_atomic(secrets_dir / KEY_FILE, key_pem, 0o600)
+    write_atomic(secrets_dir / CERT_FILE, cert_pem, 0o644)
+    sync_dir(secrets_dir)  # so the renames themselves survive a power cut
 
 
 def _read(path):

@@ -16,11 +16,16 @@ def require_compose(c) -> str:
     return result.stdout.strip()
 
 
+def labelled_containers(client, project: str, role: str) -> list:
+    """This deployment's containers with this role, running or not."""
+    return client.containers.list(
+        all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{ROLE_LABEL}={role}"]}
+    )
+
+
 def hub_container(client, project: str):
     """This deployment's hub container, running or not, or None."""
-    found = client.containers.list(
-        all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{ROLE_LABEL}=hub"]}
-    )
+    found = labelled_containers(client, project, "hub")
     return found[0] if found else None
 
 

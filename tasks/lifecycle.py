@@ -30,6 +30,7 @@ class Ready:
     model: object      # project.Model
     cert_names: list
     cert: object       # certs.CertInfo of the certificate the hub serves
+    ca_file: str       # the CA bundle builds trust, on this machine ("" for none)
     inputs: str        # applied.inputs_digest() once the checks and their files are done
 
 
@@ -63,7 +64,7 @@ def preflight(c, starting: bool = False) -> Ready:
     root = project_dir(c)
     settings = load_settings(root)
     users = load_userlist(root)
-    names, _ = plan_certificate(c, root, settings)
+    names, plan = plan_certificate(c, root, settings)
     oauth_app = check_login(root, settings, names)
     ca_file = resolve_ca_bundle(settings.build_ca_bundle)
     client = docker_client(c)
@@ -72,7 +73,7 @@ def preflight(c, starting: bool = False) -> Ready:
         require_port_free(c, client, settings.project, settings.port)
     # Checked: from here things may change. The record comes back when `inv up` succeeds.
     applied.forget(applied_record(c))
-    cert = ensure_certificate(c, root, settings)
+    cert = ensure_certificate(c, root, settings, (names, plan))
     added = ensure_initial_passwords(root / "secrets", users.everyone)
     if added:
         print(f"initial passwords for {', '.join(added)}: in secrets/{PASSWORDS_FILE} (mode 0600)")
@@ -81,7 +82,7 @@ def preflight(c, starting: bool = False) -> Ready:
     if synced:
         print(synced)
     model = read_model(c, compose_env(settings))
-    return Ready(root, settings, users, client, model, names, cert, inputs_now(c))
+    return Ready(root, settings, users, client, model, names, cert, ca_file, inputs_now(c))
 
 
 def inputs_now(c) -> str:
@@ -102,11 +103,12 @@ def ensure_network_and_volumes(ready: Ready) -> None:
     print(ensure_volume(ready.client, ready.model.hub_volume, labels(project, "hub-data")))
 
 
-def ensure_certificate(c, root: Path, settings):
-    """Create or renew our self-signed certificate when needed; returns its CertInfo."""
+def ensure_certificate(c, root: Path, settings, planned=None):
+    """Create or renew our self-signed certificate when needed (`planned`: the (names, plan)
+    the checks already made); returns its CertInfo."""
     from tasks import certs
 
-    names, plan = plan_certificate(c, root, settings)
+    names, plan = planned or plan_certificate(c, root, settings)
     secrets_dir = root / "secrets"
     if plan.action in ("create", "renew"):
         cert_pem, key_pem = certs.make_self_signed(names, datetime.now(timezone.utc))
@@ -132,7 +134,7 @@ def _build_env(c, ready: Ready) -> dict:
     from tasks.images import ensure_base_image
 
     base = ensure_base_image(c, ready.client, ready.settings.base_image)
-    ca_file = build_ca_file(c, resolve_ca_bundle(ready.settings.build_ca_bundle))
+    ca_file = build_ca_file(c, ready.ca_file)
     return compose_env(ready.settings, base_image=base, ca_file=ca_file)
 
 
@@ -155,15 +157,16 @@ def build_steps(c, ready: Ready) -> None:
     print(ensure_notebook_image(c, ready.client, ready.root, ready.settings, ready.model, env))
 
 
-def up_steps(c, ready: Ready) -> None:
+def up_steps(c, ready: Ready, after_build: bool = False) -> None:
     from tasks.access import revoke_removed_users, secrets_fingerprint
     from tasks.checks import require_images
     from tasks.names import user_volume
     from tasks.probe import ProbeError, wait_for_hub
 
     settings, info = ready.settings, ready.cert
-    require_images(ready.client, ready.model.hub_image, settings.notebook_image)
-    ensure_network_and_volumes(ready)
+    if not after_build:  # build_steps has made the images, the network and the volume
+        require_images(ready.client, ready.model.hub_image, settings.notebook_image)
+        ensure_network_and_volumes(ready)
     env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
                       secrets_sha256=secrets_fingerprint(ready.root / "secrets"))
     compose(c, "up", "--detach", "--wait", "--no-build", env=env)
@@ -327,15 +330,13 @@ def deploy(c):
         return
     ready = preflight(c, starting=True)
     build_steps(c, ready)
-    up_steps(c, ready)
+    up_steps(c, ready, after_build=True)
 
 
 def _user_servers(client, project: str):
-    from tasks.names import PROJECT_LABEL, ROLE_LABEL
+    from tasks.checks import labelled_containers
 
-    return client.containers.list(
-        all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{ROLE_LABEL}=user-server"]}
-    )
+    return labelled_containers(client, project, "user-server")
 
 
 def stop_and_remove(container) -> None:
@@ -392,6 +393,7 @@ def status(c):
     """Show what runs: the hub, its version, users with servers, and certificate expiry."""
     from tasks import certs
     from tasks.checks import hub_container
+    from tasks.names import USER_LABEL
     from tasks.probe import ProbeError, get_hub_api
 
     root = project_dir(c)
@@ -418,6 +420,6 @@ def status(c):
             print(f"hub does not answer on port {settings.port}: {error}")
     servers = _user_servers(client, settings.project)
     running = sorted(
-        f"{ct.labels.get('org.jupyterhub-deploy.user', ct.name)} ({ct.status})" for ct in servers
+        f"{ct.labels.get(USER_LABEL, ct.name)} ({ct.status})" for ct in servers
     )
     print(f"user servers: {len(running)}" + (": " + ", ".join(running) if running else ""))

@@ -55,6 +55,8 @@ def read_oauth_file(secrets_dir: Path) -> OAuthFile:
 
 def callback_problem(url: str, names, port: int) -> str:
     """Why the callback URL is not https://<one of our names>[:port]/hub/oauth_callback, or ""."""
+    from tasks.certs import canonical_name
+
     port_part = "" if port == 443 else f":{port}"
     expected = f"https://{_url_host(names[0])}{port_part}{CALLBACK_PATH}"
     try:
@@ -63,8 +65,8 @@ def callback_problem(url: str, names, port: int) -> str:
     except ValueError:
         parts, url_port = None, None
     host = (parts.hostname or "") if parts else ""
-    canonical = {_canonical(n) for n in names}
-    if (parts is not None and parts.scheme == "https" and _canonical(host) in canonical
+    canonical = {canonical_name(n) for n in names}
+    if (parts is not None and parts.scheme == "https" and canonical_name(host) in canonical
             and url_port == port and parts.path == CALLBACK_PATH
             and not (parts.query or parts.fragment or parts.username or parts.password)):
         return ""
@@ -137,16 +139,6 @@ def ensure_oauth_file(secrets_dir: Path, app: OAuthApp) -> str:
         return f"secrets/{OAUTH_FILE}: kept"
     write_private(secrets_dir / OAUTH_FILE, render_oauth_file(app))
     return f"secrets/{OAUTH_FILE}: written from the environment (mode 0600)"
-
-
-def _canonical(name: str) -> str:
-    import ipaddress
-
-    name = name.strip("[]")
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        return name.lower()
 
 
 def _url_host(name: str) -> str:

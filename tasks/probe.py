@@ -10,9 +10,10 @@ class ProbeError(Exception):
     pass
 
 
-def get_hub_api(host: str, port: int, cert_sha256: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET /hub/api; the server must present exactly the certificate whose fingerprint we
-    know (stronger than a CA check, and it works for the operator's own certificates too)."""
+def pinned_connection(host: str, port: int, cert_sha256: str, timeout: float):
+    """An HTTPS connection, connected, to a server that presents exactly the certificate
+    whose fingerprint we know (stronger than a CA check, and it works for the operator's own
+    certificates too); ProbeError when it presents another. The caller closes it."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # replaced by the fingerprint comparison below
@@ -20,11 +21,22 @@ def get_hub_api(host: str, port: int, cert_sha256: str, timeout: float = 5.0) ->
     try:
         conn.connect()
         presented = hashlib.sha256(conn.sock.getpeercert(binary_form=True)).hexdigest()
-        if presented != cert_sha256:
-            raise ProbeError(
-                f"the server on port {port} presents another certificate ({presented[:16]}...) "
-                f"than secrets/jupyterhub.crt ({cert_sha256[:16]}...)"
-            )
+    except BaseException:
+        conn.close()
+        raise
+    if presented != cert_sha256:
+        conn.close()
+        raise ProbeError(
+            f"the server on port {port} presents another certificate ({presented[:16]}...) "
+            f"than secrets/jupyterhub.crt ({cert_sha256[:16]}...)"
+        )
+    return conn
+
+
+def get_hub_api(host: str, port: int, cert_sha256: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET /hub/api from the server with our certificate (pinned_connection)."""
+    conn = pinned_connection(host, port, cert_sha256, timeout)
+    try:
         conn.request("GET", "/hub/api")
         response = conn.getresponse()
         return response.status, response.read()

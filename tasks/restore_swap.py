@@ -26,14 +26,14 @@ import shutil
 import stat
 import sys
 
-WORK = ".jupyterhub-deploy-restore"  # tasks.archive.RESTORE_DIR
+WORK = ".jupyterhub-deploy-restore"  # tasks.archive.RESTORE_DIR is this name
 
 
 class NotOurs(Exception):
     """WORK exists but a restore did not make it (a restore makes it root's, mode 0700)."""
 
 
-def _sync(path):
+def sync_dir(path):
     """Make renames in a folder durable before the next step relies on them."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -72,7 +72,7 @@ def settle(root, owner=0):
         if before is not None:  # making and removing WORK changed the root's time
             atime = os.stat(root).st_atime_ns
             os.utime(root, ns=(atime, int(before)), follow_symlinks=False)
-        _sync(root)
+        sync_dir(root)
         return "undone" if undone else "cleaned"
     with open(os.path.join(work, "root.json"), encoding="utf-8") as file:
         attrs = json.load(file)
@@ -80,30 +80,30 @@ def settle(root, owner=0):
         os.path.join(work, name) for name in ("staging", "incoming", "place", "old"))
     if _is_dir(staging):
         os.rename(staging, incoming)
-        _sync(work)
+        sync_dir(work)
     if _is_dir(incoming):
         os.makedirs(old, mode=0o700, exist_ok=True)
         for name in os.listdir(root):
             if name != WORK:
                 os.rename(os.path.join(root, name), os.path.join(old, name))
-        _sync(old)
-        _sync(root)
+        sync_dir(old)
+        sync_dir(root)
         os.rename(incoming, place)
-        _sync(work)
+        sync_dir(work)
     if _is_dir(place):
         for name in os.listdir(place):
             os.rename(os.path.join(place, name), os.path.join(root, name))
-        _sync(root)
+        sync_dir(root)
         os.chown(root, int(attrs["uid"]), int(attrs["gid"]))
         os.chmod(root, int(attrs["mode"]) & 0o1777)
         os.rmdir(place)
-        _sync(work)
+        sync_dir(work)
     if _is_dir(old):
         shutil.rmtree(old)  # the previous contents: the long part, with the marker kept
     shutil.rmtree(work)
     # Last, because removing WORK changes the root's time.
     os.utime(root, (int(attrs["mtime"]), int(attrs["mtime"])), follow_symlinks=False)
-    _sync(root)
+    sync_dir(root)
     return "finished"
 
 

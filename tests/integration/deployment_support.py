@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.names import PROJECT_LABEL, ROLE_LABEL
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ["tasks.py", "tasks", "hub", "notebook", "docker-compose.yml", ".env", "userlist"]
-PROJECT_LABEL = "org.jupyterhub-deploy.project"
 USERLIST = "admin admin\nalice\n"
 
 
@@ -61,6 +62,11 @@ class Deployment:
             if line and not line.startswith("#") and line.split()[0] == name:
                 return line.split(None, 1)[1]
         raise KeyError(name)
+
+    def hub_container(self, client):
+        """The deployment's hub container (the one compose started)."""
+        return next(ct for ct in self.labelled(client, "containers")
+                    if ct.labels.get(ROLE_LABEL) == "hub")
 
     def labelled(self, client, kind):
         filters = {"label": f"{PROJECT_LABEL}={self.project}"}

@@ -651,8 +651,7 @@ def test_hub_backed_up_while_serving_restores_into_a_fresh_deployment(
         users = {row[0] for row in con.execute("SELECT name FROM users")}
     assert {"admin", "alice"} <= users
     # The snapshot folder is gone from the live volume again.
-    hub = next(c for c in d.labelled(docker_client, "containers")
-               if c.labels.get(f"{LABEL}.role") == "hub")
+    hub = d.hub_container(docker_client)
     assert hub.exec_run(["ls", "-a", "/data"]).output.decode().split().count(
         ".jupyterhub-deploy-backup") == 0
 

@@ -189,6 +189,26 @@ def test_second_build_up_changes_nothing(deployment, docker_client):
     print(f"no-op inv build up: {result.seconds:.1f} s")
 
 
+def test_the_quick_check_reads_the_engine_as_the_sdk_does(deployment, docker_client):
+    """target.engine_json asks the engine's socket without the Docker SDK: the real engine
+    must answer it exactly as it answers the SDK, and a missing object reads as {}."""
+    from invoke import Context
+
+    from tasks.target import engine_json
+
+    hub = deployment.hub_container(docker_client)
+    image = docker_client.images.get("jupyterhub-deploy-hub:latest")
+    container, found, missing = engine_json(Context(), [
+        f"/containers/{hub.id}/json", "/images/jupyterhub-deploy-hub:latest/json",
+        "/containers/no-such-container-here/json"])
+    sdk = docker_client.api.inspect_container(hub.id)
+    assert container["Id"] == hub.id
+    assert (container["Image"], container["Config"]["Labels"]) == (sdk["Image"], sdk["Config"]["Labels"])
+    assert container["State"]["Running"] is True and "Health" in container["State"]
+    assert found["Id"] == image.id
+    assert missing == {}
+
+
 def test_a_changed_input_takes_every_step_again(deployment, docker_client):
     env_file = deployment.root / ".env"
     saved = env_file.read_text()

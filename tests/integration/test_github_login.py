@@ -204,8 +204,7 @@ def test_up_keeps_the_client_secret_out_of_command_lines_environment_and_images(
     oauth_file = deployment.root / "secrets" / "oauth.env"
     assert stat.S_IMODE(oauth_file.stat().st_mode) == 0o600
     assert f"GITHUB_CLIENT_SECRET={secret.decode()}\n" in oauth_file.read_text()
-    hub = next(ct for ct in deployment.labelled(docker_client, "containers")
-               if ct.labels.get("org.jupyterhub-deploy.role") == "hub")
+    hub = deployment.hub_container(docker_client)
     inspected = json.dumps(hub.attrs) + json.dumps(docker_client.images.get(hub.attrs["Image"]).attrs)
     assert secret.decode() not in inspected
     assert f"GITHUB_URL={github.url}" in hub.attrs["Config"]["Env"]
@@ -271,9 +270,7 @@ def test_a_user_added_in_the_admin_panel_can_log_in_after_a_hub_restart(deployme
                                                                          docker_client):
     ada, dave = people("ada"), people("dave")
     ada.add_user_in_admin_panel("dave")
-    hub = next(ct for ct in deployment.labelled(docker_client, "containers")
-               if ct.labels.get("org.jupyterhub-deploy.role") == "hub")
-    hub.restart(timeout=20)
+    deployment.hub_container(docker_client).restart(timeout=20)
     api = hub_api(deployment)
     wait_until(lambda: api.call("GET", "users/dave")[0] == 200, "the hub to answer after restart", 90)
     dave.sign_in_with_github(then="/hub/home")

@@ -36,11 +36,6 @@ def people(up):
             p.close()
 
 
-def hub(deployment, docker_client):
-    return next(ct for ct in deployment.labelled(docker_client, "containers")
-                if ct.labels.get("org.jupyterhub-deploy.role") == "hub")
-
-
 def test_log_in_with_the_initial_password_land_in_jupyterlab_and_run_a_cell(up, people):
     ada = people("ada")
     ada.log_in_with_password(up.password("ada"))
@@ -78,7 +73,7 @@ def test_a_user_added_in_the_admin_panel_can_log_in_after_a_hub_restart(up, peop
     ada.add_user_in_admin_panel("dave")
     # The admin gives dave his first password on NativeAuthenticator's page for admins.
     ada.set_password_as_admin("dave", "dave-first-password-7")
-    hub(up, docker_client).restart(timeout=20)
+    up.hub_container(docker_client).restart(timeout=20)
     api = hub_api(up)
     wait_until(lambda: api.call("GET", "users/dave")[0] == 200, "the hub to answer after restart", 90)
     dave.log_in_with_password("dave-first-password-7", then="/hub/home")

@@ -107,6 +107,36 @@ def test_fabric_runs_docker_compose_through_the_ssh_config(remote_host, monkeypa
     assert "v2." in result.stdout
 
 
+def test_hostile_values_reach_compose_on_the_remote_host_intact(remote_host, monkeypatch):
+    """tasks.target.compose over a real SSH connection: a folder name and a variable full of
+    shell syntax arrive as given, and the remote shell runs none of it."""
+    import io
+    import json
+
+    from tasks.target import compose
+
+    monkeypatch.setenv("HOME", str(remote_host.home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    folder = "my deploy;$(touch pwned)"
+    value = "/home/me/My CA.pem; touch pwned `id`"
+    connection = Connection(remote_host.alias, config=Config(overrides={"remote_dir": folder}))
+    connection.client.load_host_keys(str(remote_host.known_hosts))
+    connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        connection.run(shlex.join(["mkdir", "-p", folder]), hide=True, in_stream=False)
+        connection.put(io.BytesIO(b"services:\n  s:\n    image: busybox\n"
+                                  b"    environment:\n      V: ${BUILD_CA_FILE}\n"),
+                       f"{folder}/docker-compose.yml")
+        result = compose(connection, "config", "--format", "json", env={"BUILD_CA_FILE": value},
+                         hide=True, in_stream=False)
+        pwned = connection.run("find . -name pwned", hide=True, in_stream=False).stdout
+        connection.run(shlex.join(["rm", "-rf", folder]), hide=True, in_stream=False)
+    finally:
+        connection.close()
+    assert json.loads(result.stdout)["services"]["s"]["environment"]["V"] == value
+    assert pwned.strip() == ""
+
+
 def test_docker_sdk_reaches_the_remote_engine_over_ssh(remote_host, monkeypatch):
     # The SDK's ssh:// transport reads only ~/.ssh/config and ~/.ssh/known_hosts, and
     # rejects unknown keys; it puts port 22 into a URL without one, hence docker_url.

@@ -295,7 +295,7 @@ def test_inputs_changed_during_the_run_leave_no_record(tmp_path, monkeypatch, ca
     settings = SimpleNamespace(notebook_image="nb:latest", base_image="base", project="p", port=443)
     ready = lifecycle.Ready(root=tmp_path, settings=settings, users=None, client=object(),
                             model=SimpleNamespace(notebook_build_image="nb:latest", hub_image="hub"),
-                            cert_names=["hub"], cert=None, inputs="a" * 64)
+                            cert_names=["hub"], cert=None, ca_file="", inputs="a" * 64)
     monkeypatch.setattr(lifecycle, "inputs_now", lambda c: "b" * 64)
     lifecycle.record_applied(c, ready, "https://hub/", "admins: a")
     assert not applied_record(c).exists()

@@ -134,7 +134,7 @@ def test_hostile_archive_is_refused_when_compressed_too(case):
     data, words = HOSTILE[case]
     with pytest.raises(fmt.ArchiveError) as caught:
         read_all(gzip.compress(data, 1))
-    assert words in str(caught.value) or "truncated" in str(caught.value)
+    assert words in str(caught.value)
 
 
 def test_the_well_formed_base_of_the_hostile_cases_is_accepted():

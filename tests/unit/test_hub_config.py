@@ -27,17 +27,9 @@ ENV = {
 
 
 @pytest.fixture
-def load(monkeypatch):
+def load(hub_config):
     """Apply the config with ENV plus `changes` (None unsets a variable); returns the Config."""
-    def load(**changes):
-        for key, value in {**ENV, **changes}.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, value)
-        return PyFileConfigLoader("jupyterhub_config.py", path=str(HUB_DIR)).load_config()
-
-    return load
+    return lambda **changes: hub_config({**ENV, **changes})
 
 
 @pytest.fixture

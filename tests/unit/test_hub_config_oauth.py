@@ -33,23 +33,14 @@ OAUTH_ENV = (f"GITHUB_CLIENT_ID=Iv1.abc\nGITHUB_CLIENT_SECRET={SECRET}\n"
 
 
 @pytest.fixture
-def load(monkeypatch, tmp_path):
+def load(hub_config, tmp_path):
     """Apply the config with ENV, a secrets folder in tmp_path, and `changes`."""
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir()
     oauth = secrets_dir / "oauth.env"
     oauth.write_text(OAUTH_ENV)
     oauth.chmod(0o600)
-
-    def load(**changes):
-        for key, value in {**ENV, "HUB_SECRETS_DIR": str(secrets_dir), **changes}.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, value)
-        return PyFileConfigLoader("jupyterhub_config.py", path=str(HUB_DIR)).load_config()
-
-    return load
+    return lambda **changes: hub_config({**ENV, "HUB_SECRETS_DIR": str(secrets_dir), **changes})
 
 
 @pytest.mark.parametrize("choice", ["native", "github"])
