@@ -36,7 +36,7 @@ def ensure_api_token(secrets_dir: Path) -> str:
     manage users and groups only); made once, mode 0600, never printed."""
     import os
 
-    from tasks.accounts import write_private
+    from tasks.files import write_private
 
     path = secrets_dir / TOKEN_FILE
     if not path.exists():

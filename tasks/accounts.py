@@ -6,8 +6,9 @@ its first request (hub/hubauth.py). People change their password at /hub/change-
 """
 import os
 import secrets
-import tempfile
 from pathlib import Path
+
+from tasks.files import write_private
 
 PASSWORDS_FILE = "initial-passwords"
 HEADER = (
@@ -37,29 +38,6 @@ def plan_passwords(text: str, names, make=lambda: secrets.token_urlsafe(12)):
     if body and not body.endswith("\n"):
         body += "\n"
     return body + "".join(f"{name} {make()}\n" for name in added), added
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` as a whole: readers see the old file or the new one, never a part.
-    The mode is set on the private temporary file before the first byte lands, so a key or
-    a password is never readable by others, and a failed write leaves no temporary file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write atomically with mode 0600 from the first byte, in a 0700 folder."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(path, text.encode("utf-8"), 0o600)
 
 
 def ensure_initial_passwords(secrets_dir: Path, names) -> list:

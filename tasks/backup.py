@@ -24,7 +24,7 @@ from invoke.exceptions import Exit
 
 from tasks import applied
 from tasks.lazy import lazy_module
-from tasks.names import PROJECT_LABEL, ROLE_LABEL, USER_LABEL, labels, user_volume
+from tasks.names import USER_LABEL, label_filter, labels, user_volume
 from tasks.target import applied_record, docker_client, project_dir
 from tasks.userlist import check_name
 
@@ -162,8 +162,7 @@ def require_volume(dep: vh.Deployment, target: vh.Target) -> None:
 
 def user_targets(dep: vh.Deployment) -> list:
     """Every user volume of this project, by its labels (the hub labels each one it makes)."""
-    found = dep.client.volumes.list(filters={"label": [
-        f"{PROJECT_LABEL}={dep.project}", f"{ROLE_LABEL}=user-volume"]})
+    found = dep.client.volumes.list(filters=label_filter(dep.project, "user-volume"))
     targets = []
     for volume in sorted(found, key=lambda v: v.name):
         user = (volume.attrs.get("Labels") or {}).get(USER_LABEL, "")
@@ -294,7 +293,7 @@ def write_archive(dep: vh.Deployment, lock, target: vh.Target, folder: Path, com
     """Stream the volume into `<name>.partial`, then checksum file, then the final name.
     `snapshot`: (container, path) of a consistent copy of the hub database to archive in
     the live database's place."""
-    from tasks.restore_swap import sync_dir
+    from tasks.files import sync_dir
 
     import gzip
 
@@ -556,9 +555,8 @@ def resolve_archive(folder: Path, text: str) -> tuple:
 
 
 def _running_servers(dep: vh.Deployment, user: str) -> list:
-    return dep.client.containers.list(filters={
-        "label": [f"{PROJECT_LABEL}={dep.project}", f"{ROLE_LABEL}=user-server",
-                  f"{USER_LABEL}={user}"], "status": "running"})
+    return dep.client.containers.list(
+        filters={**label_filter(dep.project, "user-server", user=user), "status": "running"})
 
 
 def _refuse_running(dep: vh.Deployment, target: vh.Target, force: bool) -> bool:

@@ -17,8 +17,7 @@ from cryptography.hazmat.primitives.serialization import (
     Encoding, NoEncryption, PrivateFormat, PublicFormat, load_pem_private_key)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tasks.accounts import write_atomic
-from tasks.restore_swap import sync_dir
+from tasks.files import sync_dir, write_atomic
 
 CERT_FILE = "jupyterhub.crt"
 KEY_FILE = "jupyterhub.key"

@@ -1,7 +1,7 @@
 """Checks that run before anything changes, each failing with the problem and its fix."""
 from invoke.exceptions import Exit
 
-from tasks.names import PROJECT_LABEL, ROLE_LABEL
+from tasks.names import PROJECT_LABEL, label_filter
 from tasks.target import compose
 
 
@@ -18,9 +18,7 @@ def require_compose(c) -> str:
 
 def labelled_containers(client, project: str, role: str) -> list:
     """This deployment's containers with this role, running or not."""
-    return client.containers.list(
-        all=True, filters={"label": [f"{PROJECT_LABEL}={project}", f"{ROLE_LABEL}={role}"]}
-    )
+    return client.containers.list(all=True, filters=label_filter(project, role))
 
 
 def hub_container(client, project: str):

@@ -33,4 +33,13 @@ def user_container(project: str, user: str) -> str:
 
 
 def labels(project: str, role: str, **extra: str) -> dict:
+    """The labels of an object this tool (or the hub, for user servers) creates."""
     return {PROJECT_LABEL: project, ROLE_LABEL: role, **{f"{LABEL}.{k}": v for k, v in extra.items()}}
+
+
+def label_filter(project: str, role: str = "", **extra: str) -> dict:
+    """The Engine API filter that finds this deployment's objects (with this role and
+    these extra labels): the one way the tasks look objects up, never by name prefix."""
+    wanted = {PROJECT_LABEL: project, **({ROLE_LABEL: role} if role else {}),
+              **{f"{LABEL}.{k}": v for k, v in extra.items()}}
+    return {"label": [f"{key}={value}" for key, value in wanted.items()]}

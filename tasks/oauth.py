@@ -131,7 +131,7 @@ def check_login(root: Path, settings, names, environ=None):
 
 def ensure_oauth_file(secrets_dir: Path, app: OAuthApp) -> str:
     """Keep secrets/oauth.env in step with what the operator gave; returns what was done."""
-    from tasks.accounts import write_private
+    from tasks.files import write_private
 
     current = read_oauth_file(secrets_dir)
     if {k: current.values.get(k, "").strip() for k in KEYS} == dict(zip(KEYS, (
