@@ -1,18 +1,11 @@
-"""The record of what the last successful `inv up` applied, and the quick check that nothing
-has changed since.
+"""The record of what the last successful `inv up` applied, and the digest of the inputs
+it was applied from: pure, on files and plain data (tasks/quick.py does the checking).
 
 `inv up` ends by writing `.state/applied.json`: a digest of every input the tasks read
 (settings and the shell variables that override them, userlist, secrets/, hub/, notebook/,
 docker-compose.yml, the tool's own code, this machine's name), the hub container it left
 running, the images it ran and was built from, and the certificate's fingerprint and renewal
-date. Another `inv build`/`inv up` first checks that record against the files, the clock and
-the engine; when all agree, every step would find nothing to do, so the task says so and
-checks only that the hub answers. Anything that differs, or cannot be read, sends the task
-through every check and step as usual. Nothing secret is kept: one digest over everything.
-
-There is one record for this machine's engine and one per remote host (target.py). Here the
-engine is asked straight on its socket: the check is meant to answer sooner than a no-op
-`docker compose up -d`, and the Docker SDK's import alone takes longer than that.
+date. Nothing secret is kept: one digest over everything.
 """
 import hashlib
 import json
@@ -91,6 +84,13 @@ class Digest:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+def files_digest(*tops) -> str:
+    """A digest of the files under each of `tops`: their names, modes and bytes."""
+    digest = Digest()
+    digest.add_files(list(tops))
+    return digest.hexdigest()
 
 
 def inputs_digest(root: Path, environ, host: str, where: str = "", code=CODE_INPUTS) -> str:

@@ -190,11 +190,11 @@ def test_second_build_up_changes_nothing(deployment, docker_client):
 
 
 def test_the_quick_check_reads_the_engine_as_the_sdk_does(deployment, docker_client):
-    """target.engine_json asks the engine's socket without the Docker SDK: the real engine
+    """quick.engine_json asks the engine's socket without the Docker SDK: the real engine
     must answer it exactly as it answers the SDK, and a missing object reads as {}."""
     from invoke import Context
 
-    from tasks.target import engine_json
+    from tasks.quick import engine_json
 
     hub = deployment.hub_container(docker_client)
     image = docker_client.images.get("jupyterhub-deploy-hub:latest")

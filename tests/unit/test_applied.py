@@ -1,6 +1,6 @@
-"""The record of the last `inv up` and the quick check against it (tasks/applied.py), and
-the engine query the check uses (target.engine_json) against a real HTTP server on a
-Unix socket."""
+"""The record of the last `inv up` (tasks/applied.py) and the quick check against it
+(tasks/quick.py), and the engine query the check uses (quick.engine_json) against a real
+HTTP server on a Unix socket."""
 import http.server
 import json
 import os
@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from invoke import Config, Context
 
-from tasks import applied
-from tasks.target import applied_record, engine_json
+from tasks import applied, quick
+from tasks.quick import engine_json
+from tasks.run import Run
+from tasks.target import applied_record
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 HUB_IMAGE, NB_IMAGE, BASE = "hub:latest", "nb:latest", "base:bookworm"
@@ -242,45 +244,41 @@ def test_a_record_not_exactly_as_written_is_no_record(tmp_path, field, value):
 
 def test_the_quick_check_takes_every_step_rather_than_fail(tmp_path, monkeypatch, capsys):
     """What the check cannot read or ask sends the task through every step, never a traceback."""
-    from tasks import lifecycle
-
     c = Context(Config(overrides={"project_dir": str(tmp_path)}))
     applied.write_record(applied_record(c), record())
     hub_ok = (hub(), dict(IDS))
-    monkeypatch.setattr(lifecycle, "inspect_engine", lambda c, container, images: None)
-    assert lifecycle._check_record(c) is None  # the engine cannot be asked
+    monkeypatch.setattr(quick, "inspect_engine", lambda run, container, images: None)
+    assert quick._check_record(Run(c)) is None  # the engine cannot be asked
 
     def unreadable(*args):
         raise PermissionError(13, "Permission denied", "secrets/jupyterhub.key")
 
-    monkeypatch.setattr(lifecycle, "inspect_engine", lambda c, container, images: hub_ok)
+    monkeypatch.setattr(quick, "inspect_engine", lambda run, container, images: hub_ok)
     monkeypatch.setattr(applied, "inputs_digest", unreadable)
-    assert lifecycle._check_record(c) is None  # an input cannot be read
+    assert quick._check_record(Run(c)) is None  # an input cannot be read
 
     monkeypatch.setattr(applied, "inputs_digest", lambda *args: "d" * 64)
     monkeypatch.setattr(applied, "now_utc", lambda: NOW)
-    assert lifecycle._check_record(c) == record()  # everything agrees
-    monkeypatch.setattr(lifecycle, "project_copy_current", lambda c, ca_file_of: False)
-    assert lifecycle._check_record(c) is None
+    assert quick._check_record(Run(c)) == record()  # everything agrees
+    monkeypatch.setattr(quick, "project_copy_current", lambda run: False)
+    assert quick._check_record(Run(c)) is None
     assert "the project's copy on the host is not the one last uploaded" in capsys.readouterr().out
 
 
 def test_the_check_is_kept_once_per_engine(tmp_path, monkeypatch):
-    from tasks import lifecycle
-
     asked = []
-    monkeypatch.setattr(lifecycle, "_QUICK", {})
-    monkeypatch.setattr(lifecycle, "_check_record", lambda c: asked.append(applied_record(c)) or None)
+    monkeypatch.setattr(quick, "_check_record", lambda run: asked.append(run.record) or None)
+    config = Config(overrides={"project_dir": str(tmp_path)})  # one command line's, shared
 
     class Remote(Context):
         client, user, port = object(), "op", 22
 
         def __init__(self, host):
-            super().__init__(Config(overrides={"project_dir": str(tmp_path)}))
-            self.host = host
+            super().__init__(config)
+            self._set(host=host)  # as a Connection keeps it: not in the shared config
 
     for c in (Remote("a.example.org"), Remote("b.example.org"), Remote("a.example.org")):
-        lifecycle.unchanged_since_up(c)
+        quick.unchanged_since_up(Run.of(c))
     assert [p.name for p in asked] == ["applied-op_a.example.org_22.json", "applied-op_b.example.org_22.json"]
 
 
@@ -292,11 +290,37 @@ def test_inputs_changed_during_the_run_leave_no_record(tmp_path, monkeypatch, ca
     from tasks import lifecycle
 
     c = Context(Config(overrides={"project_dir": str(tmp_path)}))
-    settings = SimpleNamespace(notebook_image="nb:latest", base_image="base", project="p", port=443)
-    ready = lifecycle.Ready(root=tmp_path, settings=settings, users=None, client=object(),
+    run = Run(c)
+    run.settings = SimpleNamespace(notebook_image="nb:latest", base_image="base", project="p", port=443)
+    run.client = object()
+    ready = lifecycle.Ready(run=run, users=None,
                             model=SimpleNamespace(notebook_build_image="nb:latest", hub_image="hub"),
-                            cert_names=["hub"], cert=None, ca_file="", inputs="a" * 64)
-    monkeypatch.setattr(lifecycle, "inputs_now", lambda c: "b" * 64)
-    lifecycle.record_applied(c, ready, "https://hub/", "admins: a")
+                            cert_names=["hub"], cert=None, inputs="a" * 64)
+    monkeypatch.setattr(Run, "inputs_now", lambda run: "b" * 64)
+    quick.record_applied(ready, "https://hub/", "admins: a")
     assert not applied_record(c).exists()
     assert "inputs changed while this ran" in capsys.readouterr().out
+
+
+def test_a_run_works_the_inputs_out_once_until_a_step_changes_secrets(project, monkeypatch):
+    """The digest and the upload are made once per run; a step that writes secrets/ (which
+    both hold) makes them again, a step that finds nothing to do does not."""
+    root, code = project
+    made = []
+    digest_of = applied.inputs_digest
+    monkeypatch.setattr(applied, "inputs_digest",
+                        lambda *args: made.append("digest") or digest_of(*args, code=[code]))
+    run = Run(Context(Config(overrides={"project_dir": str(root)})))
+    run.ca_file = ""  # no CA bundle travels with the files
+    first, sent = run.inputs, run.bundle
+    assert run.inputs == first and run.bundle is sent and made == ["digest"]
+    with run.writing_secrets():
+        pass  # every file as it was: nothing to work out again
+    assert run.inputs == first and run.bundle is sent and made == ["digest"]
+    with run.writing_secrets():
+        (root / "secrets" / "initial-passwords").write_text("admin pw\n")
+    assert run.inputs != first and run.bundle.digest != sent.digest and len(made) == 2
+    second = run.inputs
+    with run.writing_secrets():
+        (root / "secrets" / "initial-passwords").chmod(0o600)  # a mode is an input too
+    assert run.inputs != second and len(made) == 3

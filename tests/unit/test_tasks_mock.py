@@ -23,7 +23,7 @@ from fabric.testing.base import Command, MockRemote, Session
 from invoke import Config, MockContext, Result
 from invoke.exceptions import Exit, UnexpectedExit
 
-from tasks import images, lifecycle
+from tasks import images, lifecycle, run as run_module
 from tasks.checks import require_compose
 from tasks.project import compose_env
 from tasks.settings import Settings
@@ -396,9 +396,9 @@ def down_setup(tmp_path, monkeypatch):
     def make(containers=(), answers=(("2.29.7\n", 0), ("", 0))):
         client = FakeClient([FakeContainer(n, events, e) for n, e in containers])
         seen_roots = []
-        monkeypatch.setattr(lifecycle, "load_settings",
+        monkeypatch.setattr(run_module, "load_settings",
                             lambda root: seen_roots.append(root) or SETTINGS)
-        monkeypatch.setattr(lifecycle, "docker_client", lambda c: client)
+        monkeypatch.setattr(run_module, "docker_client", lambda c: client)
         seam, c = recording_context(tmp_path, *answers)
         answer = c.run.side_effect
         c.run.side_effect = lambda command, **kw: (events.append(("run", command)),
