@@ -18,10 +18,11 @@ from pathlib import Path
 from bench import driver
 from bench.deployment import BenchError, wait_api
 from bench.floors import (
-    PORT, PROJECT_LABEL, ROLE_LABEL, direct_session, start_direct, stop_direct, template_of, wait_gone,
+    PORT, direct_session, start_direct, stop_direct, template_of, wait_gone,
 )
 from bench.report import Row
 from bench.stats import cpu_use, host_cpu, percentile, summary
+from tasks.names import PROJECT_LABEL, ROLE_LABEL, labels
 
 
 @dataclass
@@ -366,7 +367,7 @@ def start_node_proxy(bench, network: str, target: str) -> str:
         entrypoint=["node", "/bench/node_proxy.js", "/secrets/jupyterhub.crt",
                     "/secrets/jupyterhub.key", target, str(NODE_PROXY_PORT)],
         environment={"NODE_PATH": "/usr/share/nodejs"}, network=network,
-        labels={PROJECT_LABEL: bench.project, ROLE_LABEL: "bench-floor"},
+        labels=labels(bench.project, "bench-floor"),
         volumes={str(here): {"bind": "/bench", "mode": "ro"},
                  str(bench.d.root / "secrets"): {"bind": "/secrets", "mode": "ro"}},
     )
@@ -459,8 +460,8 @@ def build_unfixed(bench) -> str:
         f"    image: {tag}\n"
         "    build:\n      args:\n        FAST_START: \"0\"\n"
         "      labels:\n"
-        f"        org.jupyterhub-deploy.project: {bench.project}\n"
-        "        org.jupyterhub-deploy.role: bench-image\n")
+        f"        {PROJECT_LABEL}: {bench.project}\n"
+        f"        {ROLE_LABEL}: bench-image\n")
     env = compose_env(settings, base_image=ensure_base_image(Context(), bench.client, settings.base_image),
                       ca_file=resolve_ca_bundle(settings.build_ca_bundle))
     argv = ["docker", "compose", "--project-directory", str(root), "-f", str(root / "docker-compose.yml"),

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.driver import Credentials, HubUser
-from bench.floors import PROJECT_LABEL, ROLE_LABEL, Template, template_of, wait_gone
+from bench.floors import Template, template_of, wait_gone
+from tasks.names import label_filter, labels, user_volume
 
 # The integration tier's "copy of the project, driven by subprocess `inv`" (see bench/__init__).
 from deployment_support import Deployment, copy_project, free_port
-
-USER_LABEL = "org.jupyterhub-deploy.user"
 
 
 class BenchError(Exception):
@@ -52,15 +51,14 @@ class Bench:
         import docker
 
         try:
-            found = self.client.containers.list(all=True, filters={"label": [
-                f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}=user-server", f"{USER_LABEL}={name}"]})
+            found = self.client.containers.list(
+                all=True, filters=label_filter(self.project, "user-server", user=name))
         except docker.errors.NotFound:
             return None  # the previous server was removed between listing and inspecting it
         return found[0] if found else None
 
     def hub_container(self):
-        found = self.client.containers.list(all=True, filters={"label": [
-            f"{PROJECT_LABEL}={self.project}", f"{ROLE_LABEL}=hub"]})
+        found = self.client.containers.list(all=True, filters=label_filter(self.project, "hub"))
         if not found:
             raise BenchError("the hub container is gone")
         return found[0]
@@ -86,12 +84,11 @@ class Bench:
         spawns of returning users rather than first-time volume creation."""
         import docker
 
-        volume = f"{self.project}-user-{name}"
+        volume = user_volume(self.project, name)
         try:
             self.client.volumes.get(volume)
         except docker.errors.NotFound:
-            self.client.volumes.create(volume, labels={
-                PROJECT_LABEL: self.project, USER_LABEL: name, ROLE_LABEL: "user-volume"})
+            self.client.volumes.create(volume, labels=labels(self.project, "user-volume", user=name))
 
 
 def userlist(users: list) -> str:
@@ -129,7 +126,7 @@ def teardown(bench: Bench, keep_dir: bool = False) -> None:
     import docker
 
     bench.d.inv("down")
-    client, label = bench.client, {"label": f"{PROJECT_LABEL}={bench.project}"}
+    client, label = bench.client, label_filter(bench.project)
     for container in client.containers.list(all=True, filters=label):
         try:
             container.remove(force=True)

@@ -6,9 +6,8 @@ import time
 from dataclasses import dataclass
 
 from bench.driver import HubUser
+from tasks.names import labels
 
-PROJECT_LABEL = "org.jupyterhub-deploy.project"
-ROLE_LABEL = "org.jupyterhub-deploy.role"
 PORT = 8888  # DockerSpawner's default port inside the container
 
 
@@ -106,7 +105,7 @@ def start_direct(client, template: Template, name: str, project: str, image: str
     created = api.create_container(
         image or template.image, command=template.command, environment=template.environment,
         name=name, ports=[PORT],
-        labels={PROJECT_LABEL: project, ROLE_LABEL: "bench-floor"},
+        labels=labels(project, "bench-floor"),
         host_config=api.create_host_config(binds=template.binds, network_mode=template.network,
                                            auto_remove=True),
     )

@@ -53,6 +53,11 @@ users = _names("JUPYTERHUB_USERS")
 if not admins:
     # Without an admin nobody could manage the hub; `inv up` always sets this from userlist.
     raise SystemExit("JUPYTERHUB_ADMINS is empty: start the hub with `inv up`, which reads userlist.")
+# How each user's volume is named: the tasks find (and back up) volumes by that name, so
+# they hand the one template they keep (tasks/names.py) to the hub rather than both spell it.
+volume_template = env.get("USER_VOLUME_TEMPLATE", "")
+if "{username}" not in volume_template:
+    raise SystemExit("USER_VOLUME_TEMPLATE is not set: start the hub with `inv up`, which sets it.")
 
 # --- Network and TLS -----------------------------------------------------------------
 # The proxy terminates HTTPS itself on 8443 inside the container; compose publishes it
@@ -89,7 +94,6 @@ c.DockerSpawner.network_name = env["DOCKER_NETWORK_NAME"]
 c.DockerSpawner.prefix = f"{project}-user"
 c.DockerSpawner.name_template = "{prefix}-{username}"
 # One named volume per user holds their work; it outlives every container.
-volume_template = f"{project}-user-{{username}}"
 c.DockerSpawner.volumes = {volume_template: "/home/jovyan/work"}
 c.DockerSpawner.notebook_dir = "/home/jovyan/work"
 c.Spawner.default_url = "/lab"

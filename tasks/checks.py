@@ -16,9 +16,9 @@ def require_compose(c) -> str:
     return result.stdout.strip()
 
 
-def labelled_containers(client, project: str, role: str) -> list:
-    """This deployment's containers with this role, running or not."""
-    return client.containers.list(all=True, filters=label_filter(project, role))
+def labelled_containers(client, project: str, role: str, **extra: str) -> list:
+    """This deployment's containers with this role (and these extra labels), running or not."""
+    return client.containers.list(all=True, filters=label_filter(project, role, **extra))
 
 
 def hub_container(client, project: str):

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from tasks.names import ROLE_LABEL
+from tasks.names import LABEL, ROLE_LABEL
 
-INPUTS_LABEL = "org.jupyterhub-deploy.inputs"
+INPUTS_LABEL = f"{LABEL}.inputs"
 # docker-compose.yml puts each into its image's INPUTS_LABEL.
 BUILD_INPUTS = {"hub": "HUB_BUILD_INPUTS", "notebook": "NOTEBOOK_BUILD_INPUTS"}
 

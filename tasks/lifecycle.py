@@ -273,7 +273,9 @@ def down(c):
             "follow": "keep printing new lines", "tail": "how many lines to start with"})
 def logs(c, user="", follow=False, tail=200):
     """Show the hub's log, or a user's server log with --user NAME."""
-    from tasks.names import user_container
+    import sys
+
+    from tasks.checks import labelled_containers
     from tasks.userlist import check_name
 
     run = Run.of(c)
@@ -281,8 +283,14 @@ def logs(c, user="", follow=False, tail=200):
     follow_flag = ["--follow"] if follow else []
     if user:
         check_name(user)
+        # The hub labels each server with its user (hub/jupyterhub_config.py): found by
+        # that, the container's name need not be worked out again here.
+        found = labelled_containers(run.client, settings.project, "user-server", user=user)
+        if not found:
+            print(f"No such container: no server of {user} in {settings.project}", file=sys.stderr)
+            return
         run.c.run(shlex.join(["docker", "logs", "--tail", str(int(tail)), *follow_flag,
-                              user_container(settings.project, user)]), warn=True)
+                              found[0].name]), warn=True)
     else:
         compose(run.c, "logs", "--tail", str(int(tail)), *follow_flag, "hub", env=compose_env(settings))
 

@@ -22,14 +22,19 @@ def escape_username(name: str) -> str:
     return "".join(out).lower()
 
 
+# The named volume that holds a user's work/, as a DockerSpawner volume template: {username}
+# is DockerSpawner's escaped name. `inv up` hands it to the hub (USER_VOLUME_TEMPLATE).
+USER_VOLUME = "{project}-user-{username}"
+
+
+def user_volume_template(project: str) -> str:
+    """This deployment's user volume template, as the hub's DockerSpawner takes it."""
+    return USER_VOLUME.format(project=project, username="{username}")
+
+
 def user_volume(project: str, user: str) -> str:
-    """The named volume that holds a user's work/ (hub/jupyterhub_config.py names it so)."""
-    return f"{project}-user-{escape_username(user)}"
-
-
-def user_container(project: str, user: str) -> str:
-    """The container DockerSpawner runs for a user's default server."""
-    return f"{project}-user-{escape_username(user)}"
+    """The named volume that holds a user's work/."""
+    return USER_VOLUME.format(project=project, username=escape_username(user))
 
 
 def labels(project: str, role: str, **extra: str) -> dict:

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from invoke.exceptions import Exit
 
+from tasks.names import user_volume_template
 from tasks.target import compose
 
 
@@ -60,9 +61,10 @@ def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256=
     }
     if base_image:
         env["BASE_IMAGE"] = base_image
-    if users is not None:
+    if users is not None:  # what the hub needs to start
         env["JUPYTERHUB_ADMINS"] = ",".join(users.admins)
         env["JUPYTERHUB_USERS"] = ",".join(users.users)
+        env["USER_VOLUME_TEMPLATE"] = user_volume_template(settings.project)
     if cert_sha256:
         env["HUB_CERT_SHA256"] = cert_sha256
     if secrets_sha256:

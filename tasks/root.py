@@ -2,6 +2,7 @@
 from invoke import Collection
 
 from tasks import backup, lifecycle
+from tasks.target import CONFIG_DEFAULTS
 
 ns = Collection(
     lifecycle.build,
@@ -16,3 +17,6 @@ ns = Collection(
     backup.restore,
 )
 ns.configure({"backup": backup.DEFAULTS})
+# Where the project is here and where a remote host keeps its copy: declared, so that
+# invoke's usual overrides reach them (INVOKE_PROJECT_DIR, a config file, -f).
+ns.configure(CONFIG_DEFAULTS)

@@ -20,6 +20,9 @@ from tasks.applied import RECORD
 ROOT = Path(__file__).resolve().parent.parent
 REMOTE_DIR = "jupyterhub-deploy"  # relative to the remote user's home
 REMOTE_CA_FILE = ".build/ca-bundle.pem"  # in the remote copy; the upload carries it there
+# The settings the tasks read from invoke's config, with their defaults (tasks/root.py
+# declares them, so INVOKE_PROJECT_DIR, a config file or -f can set them).
+CONFIG_DEFAULTS = {"project_dir": str(ROOT), "remote_dir": REMOTE_DIR}
 
 
 def is_remote(c) -> bool:

@@ -9,12 +9,13 @@ from deployment_support import (  # noqa: F401  (the names other test modules us
     PROJECT_FILES, PROJECT_LABEL, REPO, USERLIST, Deployment, copy_project,
     engine_for_tests, free_port,
 )
+from tasks.names import label_filter
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 
 
 def remove_labelled(client, project: str) -> None:
-    filters = {"label": f"{PROJECT_LABEL}={project}"}
+    filters = label_filter(project)
     for container in client.containers.list(all=True, filters=filters):
         container.remove(force=True, v=False)
     for volume in client.volumes.list(filters=filters):

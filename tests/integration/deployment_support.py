@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.names import PROJECT_LABEL, ROLE_LABEL
+from tasks.names import PROJECT_LABEL, ROLE_LABEL, label_filter
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ["tasks.py", "tasks", "hub", "notebook", "docker-compose.yml", ".env", "userlist"]
@@ -69,7 +69,7 @@ class Deployment:
                     if ct.labels.get(ROLE_LABEL) == "hub")
 
     def labelled(self, client, kind):
-        filters = {"label": f"{PROJECT_LABEL}={self.project}"}
+        filters = label_filter(self.project)
         if kind == "containers":
             return client.containers.list(all=True, filters=filters)
         return getattr(client, kind).list(filters=filters)
@@ -105,9 +105,9 @@ def ensure_images_built(tmp_root: Path) -> None:
                       env={"COMPOSE_PROJECT_NAME": project})
     result = copy.inv("build")
     client = docker.from_env()
-    for volume in client.volumes.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+    for volume in client.volumes.list(filters=label_filter(project)):
         volume.remove(force=True)
-    for network in client.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+    for network in client.networks.list(filters=label_filter(project)):
         network.remove()
     if result.returncode != 0:
         raise RuntimeError(f"inv build failed, so no suite can run:\n{result.output[-6000:]}")

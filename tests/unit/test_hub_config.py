@@ -8,7 +8,7 @@ from dockerspawner import DockerSpawner
 from dockerspawner.volumenamingstrategy import default_format_volume_name
 from traitlets.config.loader import PyFileConfigLoader
 
-from tasks.names import labels, user_container, user_volume
+from tasks.names import labels, user_volume, user_volume_template
 
 HUB_DIR = Path(__file__).resolve().parents[2] / "hub"
 
@@ -19,6 +19,7 @@ ENV = {
     "HUB_AUTHENTICATOR": "native",
     "JUPYTERHUB_ADMINS": "ann",
     "JUPYTERHUB_USERS": "bob,cy",
+    "USER_VOLUME_TEMPLATE": user_volume_template("proj"),
     # Not set by compose; unset here so the shell running the tests cannot change them.
     "HUB_SECRETS_DIR": None,
     "GITHUB_URL": None,
@@ -85,6 +86,12 @@ def test_native_is_the_default_authenticator(load):
 def test_no_admin_refuses_to_start(load, admins):
     with pytest.raises(SystemExit, match="JUPYTERHUB_ADMINS is empty"):
         load(JUPYTERHUB_ADMINS=admins)
+
+
+@pytest.mark.parametrize("template", ["", None, "proj-user"])
+def test_no_volume_template_refuses_to_start(load, template):
+    with pytest.raises(SystemExit, match="USER_VOLUME_TEMPLATE is not set"):
+        load(USER_VOLUME_TEMPLATE=template)
 
 
 def test_unknown_authenticator_refuses_to_start(load):
@@ -175,11 +182,10 @@ def test_github_oauth_file_others_can_read_refuses_to_start(load, secrets_dir):
         load(HUB_AUTHENTICATOR="github", HUB_SECRETS_DIR=str(secrets_dir))
 
 
-def test_a_spawner_so_configured_names_things_as_the_tasks_do(c):
-    """`inv logs --user` and backups find a user's objects by the names tasks.names makes."""
+def test_a_spawner_so_configured_names_volumes_as_the_tasks_do(c):
+    """Backups find a user's volume by the name tasks.names makes."""
     for name in ("alice", "a.b"):
         spawner = DockerSpawner(config=c, user=type("User", (), {"name": name})())
-        assert spawner.object_name == user_container("proj", name)
         volume = next(iter(spawner.volumes))
         assert spawner.format_volume_name(volume, spawner) == user_volume("proj", name)
 

@@ -13,6 +13,7 @@ from oauthenticator.github import GitHubOAuthenticator
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from tasks.names import user_volume_template
 from tasks.settings import read_env_file
 
 HUB_DIR = Path(__file__).resolve().parents[2] / "hub"
@@ -26,6 +27,7 @@ ENV = {
     "DOCKER_NOTEBOOK_IMAGE": "img:1",
     "JUPYTERHUB_ADMINS": "ann",
     "JUPYTERHUB_USERS": "bob",
+    "USER_VOLUME_TEMPLATE": user_volume_template("proj"),
 }
 SECRET = "9f" * 20
 OAUTH_ENV = (f"GITHUB_CLIENT_ID=Iv1.abc\nGITHUB_CLIENT_SECRET={SECRET}\n"

@@ -4,7 +4,7 @@ from dockerspawner import DockerSpawner
 from hypothesis import given, settings, strategies as st
 
 from tasks.names import (
-    PROJECT_LABEL, ROLE_LABEL, USER_LABEL, escape_username, labels, user_container, user_volume,
+    PROJECT_LABEL, ROLE_LABEL, USER_LABEL, escape_username, labels, user_volume, user_volume_template,
 )
 from tasks.userlist import _NAME
 
@@ -45,19 +45,18 @@ def test_distinct_userlist_names_never_share_a_container(a, b):
         assert escape_username(a) != escape_username(b)
 
 
-def test_user_volume_and_container():
+def test_user_volume():
     assert user_volume("proj", "alice") == "proj-user-alice"
-    assert user_container("proj", "alice") == "proj-user-alice"
     assert user_volume("proj", "a.b") == "proj-user-a-2eb"
-    assert user_container("jupyterhub", "x_y") == "jupyterhub-user-x-5fy"
+    assert user_volume("jupyterhub", "x_y") == "jupyterhub-user-x-5fy"
+    assert user_volume_template("proj") == "proj-user-{username}"
 
 
 @pytest.mark.parametrize("name", ["alice", "a.b", "x_y-z", "0day"])
 def test_names_are_those_a_dockerspawner_makes(name):
     spawner = DockerSpawner(prefix="proj-user", name_template="{prefix}-{username}",
                             user=type("User", (), {"name": name, "url": f"/user/{name}/"})())
-    assert user_container("proj", name) == spawner.object_name
-    assert user_volume("proj", name) == spawner.format_volume_name("proj-user-{username}", spawner)
+    assert user_volume("proj", name) == spawner.format_volume_name(user_volume_template("proj"), spawner)
 
 
 def test_labels():

@@ -189,6 +189,33 @@ def test_project_dir_comes_from_config_else_the_checkout():
     assert project_dir(MockContext()) == Path(__file__).resolve().parents[2]
 
 
+def collection_config(config_class, runtime_file):
+    """A Config as `inv` makes one: its defaults, a config file (-f), the collection's own
+    defaults (tasks/root.py), then the shell's variables."""
+    from tasks.root import ns
+
+    config = config_class(runtime_path=str(runtime_file))
+    config.load_runtime()
+    config.load_collection(ns.configuration())
+    config.load_shell_env()
+    return config
+
+
+def test_invokes_own_overrides_reach_project_dir_and_remote_dir(tmp_path, monkeypatch):
+    from tasks.target import REMOTE_DIR, ROOT, deploy_dir
+
+    monkeypatch.delenv("INVOKE_PROJECT_DIR", raising=False)
+    no_file, file = tmp_path / "none.yml", tmp_path / "deploy.yml"
+    file.write_text(f"project_dir: {tmp_path / 'from file'}\nremote_dir: /srv/from-file\n")
+    config = collection_config(Config, no_file)
+    assert project_dir(MockContext(config=config)) == ROOT  # the collection's default
+    assert deploy_dir(Connection("deploy-host", config=collection_config(FabricConfig, no_file))) == REMOTE_DIR
+    assert project_dir(MockContext(config=collection_config(Config, file))) == tmp_path / "from file"
+    assert deploy_dir(Connection("deploy-host", config=collection_config(FabricConfig, file))) == "/srv/from-file"
+    monkeypatch.setenv("INVOKE_PROJECT_DIR", str(tmp_path / "from env"))
+    assert project_dir(MockContext(config=collection_config(Config, no_file))) == tmp_path / "from env"
+
+
 # tasks.images.make_debian_base
 
 ROOTFS = "/tmp/tmp.Q1w2E3"
@@ -337,17 +364,41 @@ def recording_context(project, *answers):
     return seam, seam.context(*answers, project_dir=str(project))
 
 
-def test_logs_of_a_user_server(project):
+@pytest.fixture
+def engine(monkeypatch):
+    """A fake engine holding user servers by these names, for `logs --user` to find."""
+    def make(*names):
+        client = FakeClient([FakeContainer(name, []) for name in names])
+        monkeypatch.setattr(run_module, "docker_client", lambda c: client)
+        return client
+
+    return make
+
+
+def test_logs_of_a_user_server(project, engine):
+    client = engine("proj-user-alice")
     seam, c = recording_context(project, ("", 0))
     lifecycle.logs(c, user="alice")
+    assert client.list_calls == [{"all": True, "filters": {"label": [
+        "org.jupyterhub-deploy.project=proj", "org.jupyterhub-deploy.role=user-server",
+        "org.jupyterhub-deploy.user=alice"]}}]
     assert seam.lines == ["docker logs --tail 200 proj-user-alice"]
     assert c.run.call_args.kwargs == {"warn": True}
 
 
-def test_logs_of_a_user_server_by_its_escaped_name_and_following(project):
+def test_logs_of_a_user_server_by_its_escaped_name_and_following(project, engine):
+    engine("proj-user-a-2eb")
     seam, c = recording_context(project, ("", 0))
     lifecycle.logs(c, user="a.b", follow=True, tail=20)
     assert seam.lines == ["docker logs --tail 20 --follow proj-user-a-2eb"]
+
+
+def test_logs_of_a_user_without_a_server_says_so(project, engine, capsys):
+    engine()
+    seam, c = recording_context(project)
+    lifecycle.logs(c, user="alice")
+    assert c.run.call_count == 0
+    assert "No such container: no server of alice in proj" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("user", ["a;rm -rf /", "$(id)", "../hub", "Alice", "-f"])
