@@ -1,7 +1,8 @@
 """The root collection: what `inv --list` shows."""
 from invoke import Collection
 
-from tasks import backup, lifecycle
+from tasks import lifecycle
+from tasks.backup import commands as backup
 from tasks.target import CONFIG_DEFAULTS
 
 ns = Collection(

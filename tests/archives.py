@@ -11,7 +11,8 @@ import json
 import tarfile
 from dataclasses import dataclass, field
 
-from tasks import archive as fmt
+from tasks.backup import archive as fmt
+from tasks.backup import store
 
 MTIME = 1_700_000_000
 TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
@@ -186,7 +187,7 @@ def oversized(limit: int) -> bytes:
 
 
 def sidecar(data: bytes, name: str) -> str:
-    return fmt.sidecar_text(hashlib.sha256(data).hexdigest(), name)
+    return store.sidecar_text(hashlib.sha256(data).hexdigest(), name)
 
 
 def manifest_lines(data: bytes) -> list:

@@ -1,5 +1,6 @@
-"""tasks.archive, tasks.streams and tasks.restore_swap: the archive format, every check a
-restore makes, the streams, and the swap's crash recovery, with no engine."""
+"""tasks.backup's archive, reading, rules, tarstream, store, streams and swap: the archive
+format, every check a restore makes, the streams, and the swap's crash recovery, with no
+engine."""
 import gzip
 import hashlib
 import io
@@ -12,8 +13,9 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tasks import archive as fmt
-from tasks import restore_swap, streams
+from tasks.backup import archive as fmt
+from tasks.backup import reading, rules, store, streams, tarstream
+from tasks.backup import swap as restore_swap
 from tests.archives import HOSTILE, Member, make_archive, metadata, oversized, volume
 
 E = fmt.Entry
@@ -22,9 +24,9 @@ T0 = 1_700_000_000
 
 def read_all(data: bytes, limits=fmt.Limits(), verify=True):
     """Walk an archive as a restore's check does; returns (summary, entries, contents)."""
-    reader = fmt.ArchiveReader(streams.open_chunks([data[i:i + 7000]
-                                                    for i in range(0, len(data), 7000)]),
-                               limits, verify)
+    reader = reading.ArchiveReader(streams.open_chunks([data[i:i + 7000]
+                                                        for i in range(0, len(data), 7000)]),
+                                   limits, verify)
     entries, contents = [], {}
     for entry, chunks in reader.entries():
         entries.append(entry)
@@ -219,10 +221,10 @@ def test_header_checksum_is_checked():
 ])
 def test_split_path(path, ok):
     if ok:
-        fmt.split_path(path)
+        rules.split_path(path)
     else:
         with pytest.raises(fmt.ArchiveError):
-            fmt.split_path(path)
+            rules.split_path(path)
 
 
 @pytest.mark.parametrize("parent, target, inside", [
@@ -232,11 +234,11 @@ def test_split_path(path, ok):
     ((b"a",), "b/../../c", True),
 ])
 def test_link_stays_inside(parent, target, inside):
-    assert fmt.link_stays_inside(parent, target) is inside
+    assert rules.link_stays_inside(parent, target) is inside
 
 
 def check_all(*entries, limits=fmt.Limits()):
-    checker = fmt.TreeChecker(limits)
+    checker = rules.TreeChecker(limits)
     for entry in entries:
         checker.check(entry)
     return checker
@@ -297,42 +299,42 @@ def test_a_hardlink_to_an_earlier_file_and_to_a_symlink_itself_are_fine():
 # --- what a backup writes for what the engine reports ---------------------------------------------
 
 def test_backup_clears_setuid_and_setgid_and_says_so():
-    entry, note = fmt.plan_backup_entry(f("run.sh", mode=0o6755))
+    entry, note = rules.plan_backup_entry(f("run.sh", mode=0o6755))
     assert entry.mode == 0o755 and note == "cleared a setuid/setgid bit"
 
 
 def test_backup_leaves_out_links_pointing_outside_and_our_own_folders():
     outside = E("l", fmt.SYMLINK, 0o777, 0, 0, T0, link="/etc/passwd")
-    assert fmt.plan_backup_entry(outside) == (None, "left out a symlink pointing outside the volume")
-    assert fmt.plan_backup_entry(d(".jupyterhub-deploy-restore")) == (None, None)
-    assert fmt.plan_backup_entry(f(".jupyterhub-deploy-backup/jupyterhub.sqlite")) == (None, None)
+    assert rules.plan_backup_entry(outside) == (None, "left out a symlink pointing outside the volume")
+    assert rules.plan_backup_entry(d(".jupyterhub-deploy-restore")) == (None, None)
+    assert rules.plan_backup_entry(f(".jupyterhub-deploy-backup/jupyterhub.sqlite")) == (None, None)
     hard = E("h", fmt.HARDLINK, 0o644, 0, 0, T0, link="pipe")
-    assert fmt.plan_backup_entry(hard, left_out={"pipe"})[0] is None
+    assert rules.plan_backup_entry(hard, left_out={"pipe"})[0] is None
 
 
 def test_backup_drops_file_capabilities():
-    entry, note = fmt.plan_backup_entry(f("ping"), "file capabilities (as powerful as setuid)")
+    entry, note = rules.plan_backup_entry(f("ping"), "file capabilities (as powerful as setuid)")
     assert entry == f("ping") and note.startswith("dropped file capabilities")
 
 
 def engine_header(name, kind=b"0", size=0, link="", pax=None, mode=0o100644):
-    return fmt.Header(name=name, type=kind, mode=mode, uid=1000, gid=100, size=size,
-                      mtime=T0, linkname=link, pax=pax or {})
+    return tarstream.Header(name=name, type=kind, mode=mode, uid=1000, gid=100, size=size,
+                            mtime=T0, linkname=link, pax=pax or {})
 
 
 def test_header_entry_rebases_the_engines_names():
     root = ".jupyterhub-deploy-volume"
-    assert fmt.header_entry(engine_header(root + "/", b"5", mode=0o40755), root)[0].path == "."
-    entry, problem = fmt.header_entry(engine_header(root + "/a b", size=3), root)
+    assert tarstream.header_entry(engine_header(root + "/", b"5", mode=0o40755), root)[0].path == "."
+    entry, problem = tarstream.header_entry(engine_header(root + "/a b", size=3), root)
     assert (entry.path, entry.mode, entry.size, problem) == ("a b", 0o644, 3, None)
-    entry, _ = fmt.header_entry(engine_header(root + "/h", b"1", link=root + "/a b"), root)
+    entry, _ = tarstream.header_entry(engine_header(root + "/h", b"1", link=root + "/a b"), root)
     assert entry.link == "a b"
-    assert fmt.header_entry(engine_header(root + "/p", b"6"), root) == (None, "a named pipe (FIFO)")
-    _, problem = fmt.header_entry(engine_header(
+    assert tarstream.header_entry(engine_header(root + "/p", b"6"), root) == (None, "a named pipe (FIFO)")
+    _, problem = tarstream.header_entry(engine_header(
         root + "/x", pax={"SCHILY.xattr.security.capability": b"\x01"}), root)
     assert problem.startswith("file capabilities")
     with pytest.raises(fmt.ArchiveError, match="outside"):
-        fmt.header_entry(engine_header("elsewhere/x"), root)
+        tarstream.header_entry(engine_header("elsewhere/x"), root)
 
 
 def test_reader_understands_what_the_engine_writes():
@@ -346,11 +348,11 @@ def test_reader_understands_what_the_engine_writes():
             info.mode = 0o40755 if kind == tarfile.DIRTYPE else 0o100600
             info.size = 4 if kind == tarfile.REGTYPE else 0
             tar.addfile(info, io.BytesIO(b"data") if info.size else None)
-    reader = fmt.TarReader(streams.Chunks([out.getvalue()]))
+    reader = tarstream.TarReader(streams.Chunks([out.getvalue()]))
     names = []
     while (header := reader.next()) is not None:
         names.append(header.name)
-        entry, _ = fmt.header_entry(header, "v")
+        entry, _ = tarstream.header_entry(header, "v")
         assert entry.mode in (0o755, 0o600)
     assert names == ["v/", "v/" + "n" * 150]
 
@@ -359,13 +361,13 @@ def test_reader_understands_what_the_engine_writes():
 
 def test_archive_names_sort_by_time_and_parse_back():
     when = datetime(2026, 11, 26, 10, 15, 0, tzinfo=timezone.utc)
-    name = fmt.archive_name("proj-user-a-2eb", when)
+    name = store.archive_name("proj-user-a-2eb", when)
     assert name == "proj-user-a-2eb-20261126T101500Z.tar"
-    assert fmt.parse_archive_name(name) == ("proj-user-a-2eb", when)
-    assert fmt.archive_name("proj-hub-data", when, True, 2) == "proj-hub-data-20261126T101500Z-2.tar.gz"
-    assert fmt.parse_archive_name("proj-hub-data-20261126T101500Z-2.tar.gz")[0] == "proj-hub-data"
-    assert fmt.parse_archive_name("../etc/passwd") is None
-    assert fmt.parse_archive_name("x-20261126T101500Z.tar.partial") is None
+    assert store.parse_archive_name(name) == ("proj-user-a-2eb", when)
+    assert store.archive_name("proj-hub-data", when, True, 2) == "proj-hub-data-20261126T101500Z-2.tar.gz"
+    assert store.parse_archive_name("proj-hub-data-20261126T101500Z-2.tar.gz")[0] == "proj-hub-data"
+    assert store.parse_archive_name("../etc/passwd") is None
+    assert store.parse_archive_name("x-20261126T101500Z.tar.partial") is None
 
 
 def test_leftovers_are_only_this_volumes_unfinished_files():
@@ -374,18 +376,18 @@ def test_leftovers_are_only_this_volumes_unfinished_files():
              "p-user-a-20260101T000002Z.tar", "p-user-a-20260101T000002Z.tar.sha256",
              "p-user-a-2eb-20260101T000000Z.tar.partial",  # another user's ("a.b")
              "p-user-a-20260101T000003Z.tar.sha256.partial", "notes.txt"]
-    assert fmt.leftover_names("p-user-a", names) == [
+    assert store.leftover_names("p-user-a", names) == [
         "p-user-a-20260101T000000Z.tar.partial", "p-user-a-20260101T000001Z.tar.sha256",
         "p-user-a-20260101T000003Z.tar.sha256.partial"]
 
 
 def test_sidecar_is_sha256sum_format():
-    text = fmt.sidecar_text("a" * 64, "x.tar")
+    text = store.sidecar_text("a" * 64, "x.tar")
     assert text == "a" * 64 + "  x.tar\n"
-    assert fmt.parse_sidecar(text) == "a" * 64
+    assert store.parse_sidecar(text) == "a" * 64
     for bad in ["", "abc  x.tar\n", "a" * 64 + "\n", "A" * 64 + "  x\n"]:
         with pytest.raises(fmt.ArchiveError):
-            fmt.parse_sidecar(bad)
+            store.parse_sidecar(bad)
 
 
 @pytest.mark.parametrize("text, value", [("100G", 100 << 30), ("512M", 512 << 20),
@@ -413,8 +415,8 @@ def test_metadata_round_trips_and_is_checked():
 
 def test_staged_stream_puts_everything_under_the_work_folder():
     data = write(TREE)
-    reader = fmt.ArchiveReader(streams.open_chunks([data]), verify=False)
-    staged = b"".join(bytes(p) for p in fmt.staged_stream(reader, T0))
+    reader = reading.ArchiveReader(streams.open_chunks([data]), verify=False)
+    staged = b"".join(bytes(p) for p in reading.staged_stream(reader, T0))
     with tarfile.open(fileobj=io.BytesIO(staged), encoding="utf-8",
                       errors="surrogateescape") as tar:
         members = tar.getmembers()
@@ -431,7 +433,7 @@ def test_staged_stream_puts_everything_under_the_work_folder():
 
 
 def test_commit_marker_is_one_empty_file():
-    with tarfile.open(fileobj=io.BytesIO(fmt.commit_stream(T0))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(reading.commit_stream(T0))) as tar:
         assert [(m.name, m.size) for m in tar] == [(".jupyterhub-deploy-restore/commit", 0)]
 
 

@@ -9,7 +9,9 @@ import pytest
 from invoke import Config, MockContext
 from invoke.exceptions import Exit
 
-from tasks import backup, volume_helper
+from tasks.backup import commands as backup
+from tasks.backup import helper as volume_helper
+from tasks.backup import store
 from tests.archives import make_archive, sidecar, volume
 
 
@@ -139,13 +141,13 @@ class Tty(io.StringIO):
 
 def test_progress_shows_bytes_and_rate_on_a_terminal_only():
     shown = Tty()
-    progress = backup.Progress("backing up user alice", stream=shown)
+    progress = store.Progress("backing up user alice", stream=shown)
     progress.shown = -1.0  # as if the last line was long ago
     progress.add(5_000_000)
     progress.close()
     assert "backing up user alice: 5.0 MB" in shown.getvalue() and "/s" in shown.getvalue()
     quiet = io.StringIO()
-    progress = backup.Progress("x", stream=quiet)
+    progress = store.Progress("x", stream=quiet)
     progress.add(5_000_000)
     progress.close()
     assert quiet.getvalue() == ""

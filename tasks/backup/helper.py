@@ -3,22 +3,23 @@
 
 It is created and never started while archives stream through the Docker archive API
 (`get_archive`, `put_archive`), so nothing runs tar in a container; only a restore starts
-it, once, to run tasks/restore_swap.py. Its name is the lock: a second operation on the
-volume cannot create it and is refused; one left by a killed process is found stale (same
-host, process gone) and removed.
+it, once, to run swap.py. Its name is the lock: a second operation on the volume cannot
+create it and is refused; one left by a killed process is found stale (same host, process
+gone) and removed.
 """
 import json
 import os
 import re
 import socket
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from tasks import archive as fmt
-from tasks import streams
+from tasks.backup import streams
+from tasks.backup.archive import RESERVED, RESTORE_DIR
+from tasks.backup.tarstream import TarReader
+from tasks.backup.targets import Deployment, Target
 from tasks.names import LABEL, labels
 
 # Where helpers mount the volume: a path no image has, so Docker never copies image
@@ -26,40 +27,26 @@ from tasks.names import LABEL, labels
 MOUNT = "/.jupyterhub-deploy-volume"
 MOUNT_ROOT = MOUNT.rsplit("/", 1)[1]
 LOCK_ROLE = "volume-lock"
-SWAP_PROGRAM = Path(__file__).with_name("restore_swap.py")  # its source is the helper's command
 # Containers made from an image `docker compose build` made inherit its compose labels;
 # blank them so compose never takes a helper for one of its own containers.
 _NOT_COMPOSE = {"com.docker.compose.project": "", "com.docker.compose.service": ""}
 
 
-@dataclass(frozen=True)
-class Target:
-    kind: str  # "user" or "hub"
-    volume: str
-    user: str = ""
-
-    @property
-    def what(self) -> str:
-        return f"user {self.user}" if self.kind == "user" else "the hub's data"
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What every backup and restore step needs, read once per task."""
-    root: Path
-    project: str
-    client: object
-    image: str  # the helper containers' image: the hub's, which has python3 for the swap
-    hub_volume: str
+def program_command(name: str, *args: str) -> list:
+    """The command that runs one of this package's standalone programs (swap.py,
+    snapshot.py) in a container, which has none of this project's code: its source is the
+    command, `python3 -I -c SOURCE ARGS...`."""
+    source = Path(__file__).with_name(name).read_text(encoding="utf-8")
+    return ["python3", "-I", "-c", source, *args]
 
 
 # --- streams from and to the engine --------------------------------------------------------------
 
 def volume_stream(container, path: str, on_chunk=None):
-    """The engine's tar of `path` in the container, as `tasks.streams.Chunks`; close()
-    drops the connection. Read in this thread: the engine sends 32 KiB pieces, and a
-    thread reading ahead cost more (the GIL) than it saved, measured on two cores."""
-    chunks, _ = container.get_archive(path, chunk_size=fmt.CHUNK)
+    """The engine's tar of `path` in the container, as `streams.Chunks`; close() drops
+    the connection. Read in this thread: the engine sends 32 KiB pieces, and a thread
+    reading ahead cost more (the GIL) than it saved, measured on two cores."""
+    chunks, _ = container.get_archive(path, chunk_size=streams.CHUNK)
     if on_chunk:
         chunks = _watched(chunks, on_chunk)
     return streams.Chunks(chunks)
@@ -90,7 +77,7 @@ def top_level_names(container, limit: int = 3) -> list:
     """Up to `limit` names at the volume's root, ours left out: reads headers only."""
     stream = volume_stream(container, MOUNT)
     try:
-        tar = fmt.TarReader(stream)
+        tar = TarReader(stream)
         names = []
         while len(names) < limit:
             header = tar.next()
@@ -99,7 +86,7 @@ def top_level_names(container, limit: int = 3) -> list:
             name = header.name.rstrip("/")
             if name.startswith(MOUNT_ROOT + "/"):
                 rest = name[len(MOUNT_ROOT) + 1:]
-                if "/" not in rest and rest not in fmt.RESERVED:
+                if "/" not in rest and rest not in RESERVED:
                     names.append(rest)
         return names
     finally:
@@ -177,7 +164,7 @@ def acquire(dep: Deployment, target: Target, operation: str):
         try:
             return dep.client.containers.create(
                 dep.image, name=name,
-                command=["python3", "-I", "-c", SWAP_PROGRAM.read_text(encoding="utf-8"), MOUNT],
+                command=program_command("swap.py", MOUNT),
                 mounts=[Mount(MOUNT, target.volume, type="volume", no_copy=True)],
                 labels={**_NOT_COMPOSE, **labels(dep.project, LOCK_ROLE, **extra)},
                 network_disabled=True, user="0:0", read_only=True, working_dir="/",
@@ -220,7 +207,7 @@ def release(lock) -> None:
 
 
 def run_swap(lock) -> str:
-    """Start the helper (tasks/restore_swap.py on the volume) and wait for its verdict."""
+    """Start the helper (swap.py on the volume) and wait for its verdict."""
     lock.start()
     status = lock.wait()
     lines = lock.logs(stdout=True, stderr=True).decode(errors="replace").strip().splitlines()
@@ -239,11 +226,11 @@ def run_swap(lock) -> str:
 def settle(lock, target: Target) -> str:
     """Finish or undo a restore of this volume that was interrupted; returns the swap's
     verdict ("clean" when there was nothing to do)."""
-    if engine_stat(lock, f"{MOUNT}/{fmt.RESTORE_DIR}") is None:
+    if engine_stat(lock, f"{MOUNT}/{RESTORE_DIR}") is None:
         return "clean"
     verdict = run_swap(lock)
     if verdict == "not ours":
-        print(f"warning: {target.volume} holds a {fmt.RESTORE_DIR} that no restore made; "
+        print(f"warning: {target.volume} holds a {RESTORE_DIR} that no restore made; "
               "backups leave it out, and a restore refuses the volume until it is renamed")
     elif verdict == "finished":
         print(f"finished the interrupted restore of {target.what} (volume {target.volume})")

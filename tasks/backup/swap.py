@@ -1,7 +1,7 @@
 """Finish or undo a restore inside a volume: the one step a restore cannot do through the
 Docker archive API, because it renames things.
 
-tasks/volume_helper.py runs this file's source with `python3 -I -c SOURCE MOUNTPOINT` in a
+helper.py runs this file's source with `python3 -I -c SOURCE MOUNTPOINT` in a
 short-lived helper container that mounts the volume (it runs no tar and touches nothing
 but the volume); the unit tier runs `settle` on a local folder. Standard library only.
 
@@ -26,7 +26,7 @@ import shutil
 import stat
 import sys
 
-WORK = ".jupyterhub-deploy-restore"  # tasks.archive.RESTORE_DIR is this name
+WORK = ".jupyterhub-deploy-restore"  # archive.RESTORE_DIR is this name
 
 
 class NotOurs(Exception):

@@ -1,0 +1,156 @@
+"""`inv backup` and `inv restore`: their flags, their config (`backup.dir`,
+`backup.compress`, `backup.max_size`) and the backup folder they name.
+
+This is the one module of the package that `inv --list` imports: the tasks import the rest
+(and through it the Docker SDK) when they run, so listing the tasks costs none of it.
+"""
+import os
+from pathlib import Path
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from tasks.target import project_dir
+
+DEFAULTS = {"dir": "backups", "compress": False, "max_size": "100G"}
+
+
+def _config(c, key: str):
+    section = c.config.get("backup") or {}
+    return section.get(key, DEFAULTS[key])
+
+
+def backup_folder(c, flag: str = "") -> Path:
+    """The backup folder: --dir beats invoke config `backup.dir`; relative to the project."""
+    folder = Path(flag or _config(c, "dir"))
+    if not folder.is_absolute():
+        folder = project_dir(c) / folder
+    if folder.exists() and not folder.is_dir():
+        raise Exit(f"The backup folder {folder} is a file: pass --dir with a folder, or move it.")
+    return folder
+
+
+def ensure_folder(folder: Path) -> None:
+    """Made only when a backup is about to be written; private, since hub archives hold
+    the cookie secret and password hashes."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise Exit(f"Cannot make the backup folder {folder} ({error.strerror}): pass --dir "
+                   "with a folder you may write to.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise Exit(f"Cannot write to the backup folder {folder}: pass --dir with a folder you "
+                   "may write to, or fix its permissions.")
+
+
+def _size_limit(text) -> int:
+    from tasks.backup.archive import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise Exit(f"--max-size: {error}.")
+
+
+@task(auto_shortflags=False, help={
+    "user": "back up this user's volume (their work/ folder)",
+    "all": "back up every user's volume and the hub's data",
+    "hub": "back up the hub's data: database (copied consistently while it runs), cookie secret",
+    "list": "list the backups in the backup folder",
+    "dir": "backup folder (default: backups/, or invoke config backup.dir)",
+    "compress": "gzip the archive (fast level; smaller, and slower than the default)",
+})
+def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=False):
+    """Back up a user's volume (--user NAME), --hub, or --all; --list shows backups."""
+    from tasks.backup.store import print_backups
+    from tasks.backup.targets import (engine_errors, hub_target, prepare, require_volume,
+                                      user_target, user_targets)
+    from tasks.backup.writing import backup_one, report
+    from tasks.userlist import check_name
+
+    chosen = [flag for flag, on in (("--user", bool(user)), ("--all", all_), ("--hub", hub),
+                                    ("--list", list_)) if on]
+    if len(chosen) != 1:
+        raise Exit("Say what to back up: --user NAME, --hub or --all (or --list to see the "
+                   f"backups){'; not ' + ' and '.join(chosen) + ' together' if chosen else ''}.")
+    if user:
+        check_name(user)
+    folder = backup_folder(c, dir_)
+    if list_:
+        print_backups(folder)
+        return
+    compress = bool(compress or _config(c, "compress"))
+    with engine_errors("Backup"):
+        dep = prepare(c)
+        if user:
+            targets = [user_target(dep, user)]
+        elif hub:
+            targets = [hub_target(dep)]
+        else:
+            targets = user_targets(dep) + [hub_target(dep)]
+        for target in targets:
+            if target.kind == "hub" or user:  # --all found the users' volumes by listing them
+                require_volume(dep, target)
+    ensure_folder(folder)
+    failed = []
+    for target in targets:
+        try:
+            with engine_errors(f"Backup of {target.what}"):
+                report(target, backup_one(dep, target, folder, compress))
+        except Exit as error:
+            if len(targets) == 1:
+                raise
+            print(f"backup of {target.what} failed: {error.message}")
+            failed.append(target.what)
+    if failed:
+        raise Exit(f"{len(targets) - len(failed)} of {len(targets)} backed up; failed: "
+                   f"{', '.join(failed)} (see above).")
+
+
+@task(auto_shortflags=False, help={
+    "user": "restore this user's volume",
+    "hub": "restore the hub's data (stop the hub first: `inv down`)",
+    "from": "the archive: a path, or a name in the backup folder",
+    "force": "replace a volume that holds files, even while the user's server runs",
+    "dir": "backup folder (default: backups/, or invoke config backup.dir)",
+    "max-size": "refuse archives holding more than this (default 100G, or backup.max_size)",
+})
+def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
+    """Restore a user's volume (--user NAME) or the hub's data (--hub) --from an archive."""
+    from tasks import applied
+    from tasks.backup.archive import ArchiveError, Limits, human_bytes
+    from tasks.backup.restoring import (check_kind, resolve_archive, restore_volume,
+                                        running_servers)
+    from tasks.backup.store import peek_metadata, shown
+    from tasks.backup.targets import Target, engine_errors, hub_target, prepare, user_target
+    from tasks.target import applied_record
+    from tasks.userlist import check_name
+
+    if bool(user) == bool(hub):
+        raise Exit("Say what to restore: --user NAME or --hub, and --from FILE.")
+    if not from_:
+        raise Exit("Say which archive to restore with --from FILE (`inv backup --list` shows "
+                   "them).")
+    if user:
+        check_name(user)
+    limits = Limits(max_bytes=_size_limit(max_size or _config(c, "max_size")))
+    folder = backup_folder(c, dir_)
+    path, expected = resolve_archive(folder, from_)
+    try:
+        meta = peek_metadata(path)
+    except (ArchiveError, OSError) as error:
+        raise Exit(f"Refused {path.name}: {error}. Nothing was changed; pass an archive "
+                   "`inv backup` wrote (`inv backup --list` shows them).")
+    check_kind(meta, Target("user" if user else "hub", "", user), path)
+    with engine_errors("Restore"):
+        dep = prepare(c)
+    target = user_target(dep, user) if user else hub_target(dep)
+    if hub:  # the hub's users and groups may change: the next `inv up` takes every step
+        applied.forget(applied_record(c))
+    with engine_errors(f"Restore of {target.what}"):
+        summary = restore_volume(dep, target, path, expected, force, limits)
+    print(f"restored {target.what} (volume {target.volume}) from {shown(path)}: "
+          f"{summary.entries} entries, {human_bytes(summary.bytes)} of file data, "
+          f"backed up {summary.metadata['created']} from project {summary.metadata['project']}")
+    if target.kind == "user" and running_servers(dep, target.user):
+        print(f"{target.user}'s server was running: restart it so it sees the restored files.")

@@ -1,0 +1,113 @@
+"""What a backup or restore works on: the deployment, read once per task (settings, the
+Docker client, the compose model), and its volumes, each as a Target."""
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from invoke.exceptions import Exit
+
+from tasks.names import USER_LABEL, label_filter, user_volume
+from tasks.target import docker_client, project_dir
+from tasks.userlist import check_name
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "user" or "hub"
+    volume: str
+    user: str = ""
+
+    @property
+    def what(self) -> str:
+        return f"user {self.user}" if self.kind == "user" else "the hub's data"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What every backup and restore step needs, read once per task."""
+    root: Path
+    project: str
+    client: object
+    image: str  # the helper containers' image: the hub's, which has python3 for the swap
+    hub_volume: str
+
+
+def prepare(c) -> Deployment:
+    """Settings, engine and compose model, checked; the Docker client is built here, once."""
+    import docker
+
+    from tasks.project import compose_env, read_model
+    from tasks.settings import load_settings
+
+    root = project_dir(c)
+    settings = load_settings(root)
+    client = docker_client(c)
+    model = read_model(c, compose_env(settings))
+    try:
+        client.images.get(model.hub_image)
+    except docker.errors.ImageNotFound:
+        raise Exit(f"The hub image {model.hub_image} is not built here, and backups use it "
+                   "for their helper containers: run `inv build` first.")
+    return Deployment(root, settings.project, client, model.hub_image, model.hub_volume)
+
+
+def user_target(dep: Deployment, user: str) -> Target:
+    check_name(user)
+    return Target("user", user_volume(dep.project, user), user)
+
+
+def hub_target(dep: Deployment) -> Target:
+    return Target("hub", dep.hub_volume)
+
+
+def require_volume(dep: Deployment, target: Target) -> None:
+    import docker
+
+    try:
+        dep.client.volumes.get(target.volume)  # exact name; list(filters=name) matches substrings
+    except docker.errors.NotFound:
+        hint = (f"{target.user} has never started a server here, or the name is misspelt"
+                if target.kind == "user" else "run `inv build` to make it")
+        raise Exit(f"No volume {target.volume} for {target.what}: {hint}. "
+                   "`inv backup --all` backs up every user volume there is.")
+
+
+def user_targets(dep: Deployment) -> list:
+    """Every user volume of this project, by its labels (the hub labels each one it makes)."""
+    found = dep.client.volumes.list(filters=label_filter(dep.project, "user-volume"))
+    targets = []
+    for volume in sorted(found, key=lambda v: v.name):
+        user = (volume.attrs.get("Labels") or {}).get(USER_LABEL, "")
+        try:
+            check_name(user)
+        except Exit:
+            print(f"skipped volume {volume.name}: its user label {user!r} is not a valid name")
+            continue
+        if user_volume(dep.project, user) != volume.name:
+            print(f"skipped volume {volume.name}: labelled for {user}, whose volume is "
+                  f"{user_volume(dep.project, user)}")
+            continue
+        targets.append(Target("user", volume.name, user))
+    return targets
+
+
+@contextmanager
+def engine_errors(what: str):
+    """The engine's failures as messages, not tracebacks."""
+    import docker
+    import requests
+
+    try:
+        yield
+    except docker.errors.DockerException as error:
+        raise Exit(f"{what} failed: the Docker Engine said: {error}")
+    except requests.exceptions.RequestException as error:
+        raise Exit(f"{what} failed: the Docker Engine did not answer ({error}). Check it with "
+                   "`docker info`, then run this again.")
+
+
+def running_hub(dep: Deployment):
+    from tasks.checks import hub_container
+
+    hub = hub_container(dep.client, dep.project)
+    return hub if hub is not None and hub.status == "running" else None

@@ -1,0 +1,215 @@
+"""Writing a backup: the volume streamed from the engine through its helper container,
+checked and hashed entry by entry, into an archive file in the backup folder; for the
+hub's data, the database's consistent copy (snapshot.py) in the live database's place."""
+import gzip
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from invoke.exceptions import Exit
+
+from tasks.backup import helper, streams
+from tasks.backup.archive import (DEFAULT_MAX_BYTES, FILE, SNAPSHOT_DIR, ArchiveError,
+                                  ArchiveWriter, Entry, Limits, human_bytes, make_metadata)
+from tasks.backup.rules import TreeChecker, plan_backup_entry
+from tasks.backup.store import Progress, free_name, remove_leftovers, shown, sidecar_text
+from tasks.backup.targets import Deployment, Target, running_hub
+from tasks.backup.tarstream import TarReader, header_entry
+from tasks.files import sync_dir, write_atomic
+
+HUB_DB = "jupyterhub.sqlite"  # hub/jupyterhub_config.py: sqlite:////data/jupyterhub.sqlite
+HUB_DB_SIDE_FILES = tuple(HUB_DB + suffix for suffix in ("-journal", "-wal", "-shm"))
+
+
+@dataclass
+class Written:
+    path: Path
+    size: int
+    sha256: str
+    entries: int
+    bytes: int
+    notes: dict = field(default_factory=dict)
+
+
+def tool_version(root: Path) -> str:
+    try:
+        result = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=10)
+        described = result.stdout.strip() if result.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        described = ""
+    return f"jupyterhub-deploy {described or 'unknown'}"
+
+
+def _mount_of(container, volume: str) -> str:
+    for mount in container.attrs.get("Mounts", []):
+        if mount.get("Name") == volume:
+            return mount["Destination"]
+    return ""
+
+
+def hub_snapshot(hub, volume: str) -> tuple:
+    """(folder, result): a consistent copy of the hub database, made by the running hub's
+    container with SQLite's online backup, in a folder of the data volume."""
+    where = _mount_of(hub, volume)
+    if not where:
+        raise Exit(f"The hub container {hub.name} does not mount {volume}: recreate it with "
+                   "`inv up`.")
+    folder = f"{where}/{SNAPSHOT_DIR}"
+    code, output = hub.exec_run(
+        helper.program_command("snapshot.py", "copy", f"{where}/{HUB_DB}", folder), user="0")
+    text = output.decode(errors="replace").strip()
+    try:
+        result = json.loads(text.splitlines()[-1])
+    except (IndexError, ValueError):
+        result = {}
+    if code != 0 or result.get("result") not in ("copied", "none"):
+        raise Exit(f"Could not copy the hub database consistently in {hub.name}:\n{text[-2000:]}")
+    if result.get("check", "ok") != "ok":
+        raise Exit(f"The hub database fails SQLite's check ({result['check']}): it needs "
+                   "repair before a backup means anything.")
+    return folder, result
+
+
+def drop_snapshot(hub, folder: str) -> None:
+    import docker
+
+    try:
+        hub.exec_run(helper.program_command("snapshot.py", "drop", folder), user="0")
+    except docker.errors.APIError:
+        pass  # the hub stopped meanwhile: the next hub backup replaces it; restores skip it
+
+
+def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress: bool,
+                  snapshot=None) -> Written:
+    """Stream the volume into `<name>.partial`, then checksum file, then the final name.
+    `snapshot`: (container, path) of a consistent copy of the hub database to archive in
+    the live database's place."""
+    created = datetime.now(timezone.utc)
+    name = free_name(folder, target.volume, created, compress)
+    partial = folder / f"{name}.partial"
+    metadata = make_metadata(target.kind, target.volume, dep.project, tool_version(dep.root),
+                             created, user=target.user,
+                             compression="gzip" if compress else "none",
+                             hub_database="online-backup" if snapshot else "as-is")
+    progress = Progress(f"backing up {target.what}")
+    notes = {}
+    checker = TreeChecker(Limits(max_bytes=1 << 62, max_entries=1 << 62))
+    left_out = set()
+    stream = hashing = None
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb", buffering=0) as raw:
+            hashing = streams.WriteBehind(raw.fileno())
+            sink = gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=1, mtime=0) \
+                if compress else hashing
+            writer = ArchiveWriter(sink, metadata)
+            stream = helper.volume_stream(lock, helper.MOUNT,
+                                          lambda chunk: progress.add(len(chunk)))
+            tar = TarReader(stream)
+            while True:
+                header = tar.next()
+                if header is None:
+                    break
+                entry, problem = header_entry(header, helper.MOUNT_ROOT)
+                path = entry.path if entry else header.name[len(helper.MOUNT_ROOT) + 1:]
+                if entry is not None:
+                    entry, note = plan_backup_entry(entry, problem, left_out)
+                else:
+                    note = f"left out {problem}"
+                if note:
+                    notes.setdefault(note, []).append(path)
+                if entry is None:
+                    left_out.add(path)
+                    continue
+                chunks = tar.chunks()
+                if snapshot and entry.path in HUB_DB_SIDE_FILES:
+                    continue  # the live database's journal: the snapshot is whole without it
+                if snapshot and entry.path == HUB_DB and entry.kind == FILE:
+                    _write_snapshot(*snapshot, writer, checker, entry)
+                    continue
+                checker.check(entry)
+                writer.add(entry, chunks)
+            writer.close(int(created.timestamp()))
+            if compress:
+                sink.close()  # writes gzip's trailer; leaves `hashing` open
+            hashing.close()
+            os.fsync(raw.fileno())
+    except BaseException as error:
+        if hashing is not None:
+            hashing.abort()
+        partial.unlink(missing_ok=True)
+        if isinstance(error, ArchiveError):
+            raise Exit(f"Backup of {target.what} failed: the engine's stream of "
+                       f"{target.volume} is not what it should be: {error}. Nothing was written.")
+        raise
+    finally:
+        progress.close()
+        if stream is not None:
+            stream.close()
+    digest = hashing.digest.hexdigest()
+    write_atomic(folder / f"{name}.sha256", sidecar_text(digest, name).encode("utf-8"), 0o600)
+    final = folder / name
+    os.link(partial, final)  # never replaces a file: fails if one appeared meanwhile
+    partial.unlink()
+    sync_dir(folder)
+    return Written(final, hashing.count, digest, checker.entries, checker.bytes, notes)
+
+
+def _write_snapshot(container, path: str, writer, checker, live: Entry) -> None:
+    """Write the database snapshot under the live database's name, owner and mode, in its
+    place in the walk order. It is read through the hub's container, not the helper: the
+    engine locks a container while it streams an archive of it, so a second archive of
+    the helper would wait for the first (paused right here) forever."""
+    stream = helper.volume_stream(container, path)
+    try:
+        tar = TarReader(stream)
+        header = tar.next()
+        if header is None or header.type not in (b"0", b"\x00"):
+            raise ArchiveError("the database snapshot is missing")
+        entry = replace(live, size=header.size, mtime=header.mtime)
+        checker.check(entry)
+        writer.add(entry, tar.chunks())
+        if tar.next() is not None:
+            raise ArchiveError("the database snapshot is not one file")
+    finally:
+        stream.close()
+
+
+def backup_one(dep: Deployment, target: Target, folder: Path, compress: bool) -> Written:
+    lock = helper.acquire(dep, target, "backup")
+    try:
+        helper.settle(lock, target)
+        remove_leftovers(folder, target.volume)
+        hub, snapshot = None, ""
+        if target.kind == "hub":
+            hub = running_hub(dep)
+            if hub is not None:
+                snapshot, result = hub_snapshot(hub, target.volume)
+                if result["result"] == "none":
+                    hub, snapshot = None, ""
+        try:
+            return write_archive(dep, lock, target, folder, compress,
+                                 (hub, f"{snapshot}/{HUB_DB}") if snapshot else None)
+        finally:
+            if hub is not None:
+                drop_snapshot(hub, snapshot)
+    finally:
+        helper.release(lock)
+
+
+def report(target: Target, written: Written) -> None:
+    print(f"backup of {target.what} (volume {target.volume}):")
+    print(f"  path:    {shown(written.path)}")
+    print(f"  size:    {written.size} bytes ({human_bytes(written.size)}); "
+          f"{written.entries} entries, {human_bytes(written.bytes)} of file data")
+    print(f"  sha256:  {written.sha256} (in {written.path.name}.sha256)")
+    for note, paths in sorted(written.notes.items()):
+        examples = ", ".join(repr(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        print(f"  note:    {note}: {len(paths)} ({examples}); a restore would refuse them")
+    if written.bytes > DEFAULT_MAX_BYTES:
+        print(f"  note:    larger than a restore accepts by default: restore it with "
+              f"--max-size {written.bytes // (1 << 30) + 1}G")
