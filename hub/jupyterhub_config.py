@@ -3,6 +3,7 @@
 import os
 
 from docker.errors import NotFound
+from dotenv import dotenv_values
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 env = os.environ
@@ -17,8 +18,8 @@ def _names(var):
 secrets_dir = env.get("HUB_SECRETS_DIR", "/srv/jupyterhub/secrets")
 
 
-def _read_private(name):
-    """A file from secrets/ that only its owner may read: it holds a secret."""
+def _read_private(name, read=lambda f: f.read()):
+    """A file from secrets/ that only its owner may read (it holds a secret), read by `read`."""
     path = os.path.join(secrets_dir, name)
     with open(path, encoding="utf-8") as f:
         # fstat the open file, so the mode we check is that of what we read.
@@ -27,24 +28,13 @@ def _read_private(name):
                 f"secrets/{name} can be read by other users: run `chmod 600 secrets/{name}` "
                 "on the host, then `inv up`."
             )
-        return f.read()
+        return read(f)
 
 
-def _env_lines(text):
-    """KEY=value lines as a dotenv file holds them: comments, blank lines, an `export `
-    prefix and one pair of quotes around the value are allowed."""
-    values = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        if sep:
-            values[key.strip()] = value
-    return values
+def _read_env(name):
+    """The KEY=value lines of a private dotenv file, read as the tasks read it (python-dotenv,
+    no ${...} expansion: a secret may hold a `$`)."""
+    return _read_private(name, lambda f: dotenv_values(stream=f, interpolate=False))
 
 
 project = env["COMPOSE_PROJECT_NAME"]
@@ -158,7 +148,7 @@ elif authenticator == "github":
     # environment: `docker inspect` would show them there. `inv up` checked them already;
     # this only refuses to start a hub that could not log anyone in.
     try:
-        oauth = _env_lines(_read_private("oauth.env"))
+        oauth = _read_env("oauth.env")
     except FileNotFoundError:
         oauth = {}
     missing = [k for k in ("GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET", "OAUTH_CALLBACK_URL")

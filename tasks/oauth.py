@@ -18,8 +18,8 @@ from invoke.exceptions import Exit
 OAUTH_FILE = "oauth.env"
 KEYS = ("GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET", "OAUTH_CALLBACK_URL")
 CALLBACK_PATH = "/hub/oauth_callback"
-# What every dotenv reader (compose, python-dotenv, the hub's own reader) takes the same
-# way without quotes: GitHub's ids and secrets are hex, callback URLs have no spaces.
+# What every dotenv reader (compose, and python-dotenv in the tasks and the hub) takes the
+# same way without quotes: GitHub's ids and secrets are hex, callback URLs have no spaces.
 _PLAIN = re.compile(r"^[A-Za-z0-9._~:/?&=%+,;@\[\]!*()-]+$")
 
 

@@ -141,14 +141,24 @@ def test_the_native_login_needs_no_oauth_file(load, tmp_path):
 # --- the hub's reader of secrets/oauth.env, against the tasks' (python-dotenv) -----------
 
 @pytest.fixture
-def hub_env_lines(monkeypatch):
-    """The config file's own `_env_lines`, from running the file as JupyterHub does."""
-    for key, value in {**ENV, "HUB_AUTHENTICATOR": "native"}.items():
+def hub_env_lines(monkeypatch, tmp_path):
+    """The config file's own reader of secrets/oauth.env (`_read_env`), from running the
+    file as JupyterHub does, on a file holding `text`."""
+    secrets_dir = tmp_path / "hub-secrets"
+    secrets_dir.mkdir()
+    for key, value in {**ENV, "HUB_AUTHENTICATOR": "native", "HUB_SECRETS_DIR": str(secrets_dir)}.items():
         monkeypatch.setenv(key, value)
     namespace = {"get_config": Config}
     source = (HUB_DIR / "jupyterhub_config.py").read_text()
     exec(compile(source, "jupyterhub_config.py", "exec"), namespace)  # noqa: S102
-    return namespace["_env_lines"]
+
+    def read(text):
+        path = secrets_dir / "oauth.env"
+        path.write_text(text)
+        path.chmod(0o600)
+        return namespace["_read_env"]("oauth.env")
+
+    return read
 
 
 @pytest.mark.parametrize("text", [

@@ -17,9 +17,11 @@ def requirement_lines(relative):
 
 
 def pins(relative):
+    """name -> version, with those of the files it includes (`-r FILE`), as pip reads them."""
     found = {}
     for _, line in requirement_lines(relative):
         if line.startswith("-r "):
+            found.update(pins(str(Path(relative).parent / line[3:].strip())))
             continue
         match = PINNED.fullmatch(line)
         assert match, f"{relative}: {line!r} is not 'name==version'"
