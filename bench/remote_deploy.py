@@ -32,9 +32,11 @@ RESULTS = REPO / "bench" / "results"
 def run_deploy(root: Path, env: dict, alias: str) -> dict:
     stats_file = root / ".ssh-stats.json"
     started = time.monotonic()
+    # bench.counted: the tasks' program, counting SSH connections and channels. bench/ comes
+    # from this checkout; the copy's own tasks/ come first (the working folder).
     result = subprocess.run(
-        [sys.executable, "-m", "tasks", "-H", alias, "deploy"], cwd=root,
-        env={**env, "JUPYTERHUB_DEPLOY_SSH_STATS": str(stats_file)},
+        [sys.executable, "-m", "bench.counted", "-H", alias, "deploy"], cwd=root,
+        env={**env, "JUPYTERHUB_DEPLOY_SSH_STATS": str(stats_file), "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=3600,
     )
     seconds = time.monotonic() - started

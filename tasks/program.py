@@ -1,10 +1,6 @@
 """`python -m tasks`: the same tasks as `inv`, plus Fabric's `-H host` to run them on a
 remote host over SSH. Invoke's own `inv` has no -H, and Fabric's `fab` looks for a
 fabfile; this program is Fabric's with our collection and host-key checking added."""
-import atexit
-import json
-import os
-import traceback
 from pathlib import Path
 
 from fabric import Config, Connection, Executor
@@ -20,29 +16,6 @@ def trust_hint(host: str, port: int) -> str:
     return (f"Check the host's key fingerprint with its administrator, then trust it with:\n"
             f"  ssh-keyscan {target} >> ~/.ssh/known_hosts\n"
             "(or connect once with `ssh` and answer yes after checking the fingerprint).")
-
-
-def _count_channels(connection) -> None:
-    """With JUPYTERHUB_DEPLOY_SSH_STATS=FILE, record how many connections and channels
-    (each command, Docker API stream and tunnel opens one: a round trip at least) a run
-    used, for the tests and bench/ to hold the no-op deploy to its budget."""
-    path = os.environ.get("JUPYTERHUB_DEPLOY_SSH_STATS")
-    transport = connection.transport
-    if not path or transport is None or getattr(transport, "_counted", False):
-        return
-    stats = {"connections": 1, "channels": 0, "opened_by": []}
-    opener = transport.open_channel
-
-    def counting_open_channel(*args, **kwargs):
-        stats["channels"] += 1
-        callers = [f"{f.name}:{f.lineno}" for f in traceback.extract_stack()[:-1]
-                   if "/tasks/" in f.filename and "program.py" not in f.filename]
-        stats["opened_by"].append(f"{args[0] if args else kwargs.get('kind')} <- {' < '.join(reversed(callers[-3:]))}")
-        return opener(*args, **kwargs)
-
-    transport.open_channel = counting_open_channel
-    transport._counted = True
-    atexit.register(lambda: Path(path).write_text(json.dumps(stats)))
 
 
 class CheckedConnection(Connection):
@@ -62,9 +35,7 @@ class CheckedConnection(Connection):
         import paramiko
 
         try:
-            result = super().open()
-            _count_channels(self)
-            return result
+            return super().open()
         except paramiko.BadHostKeyException:
             raise Exit(
                 f"The SSH host key of {self.host} (port {self.port}) has CHANGED since it was "

@@ -1,8 +1,9 @@
-"""A copy of the project deployed to the remote test host with `python -m tasks -H jhremote`."""
+"""A copy of the project deployed to the remote test host with `python -m tasks -H jhremote`,
+run through bench/counted.py, which counts the SSH connections and channels it opens."""
 import json
 import uuid
 
-from deployment_support import Deployment, copy_project
+from deployment_support import REPO, Deployment, copy_project
 
 
 class RemoteDeployment(Deployment):
@@ -20,6 +21,8 @@ def copy_project_for_remote(root, remote_host) -> RemoteDeployment:
     project = f"jhr{uuid.uuid4().hex[:8]}"
     env = {**remote_host.env(), "COMPOSE_PROJECT_NAME": project,
            "HUB_PORT": str(remote_host.hub_port),
-           "JUPYTERHUB_DEPLOY_SSH_STATS": str(root / ".ssh-stats.json")}
+           "JUPYTERHUB_DEPLOY_SSH_STATS": str(root / ".ssh-stats.json"),
+           # bench/ from this checkout; the copy's own tasks/ come first (the working folder).
+           "PYTHONPATH": str(REPO)}
     return RemoteDeployment(root=root, project=project, port=remote_host.hub_port, env=env,
-                            program=("-m", "tasks", "-H", remote_host.alias))
+                            program=("-m", "bench.counted", "-H", remote_host.alias))
