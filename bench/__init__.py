@@ -1,5 +1,5 @@
-"""Benchmarks of a deployment against floors measured in the same run (see README,
-Performance): `python -m bench.run`. The load driver (`bench.driver`) is usable alone."""
+"""Benchmarks of a deployment against floors measured in the same run (see
+docs/performance.md): `python -m bench.run`. The load driver (`bench.driver`) is usable alone."""
 import sys
 from pathlib import Path
 
