@@ -136,6 +136,12 @@ HOSTILE = {
     "hardlink-dotdot": (make_archive(volume(Member("data/zhard", "hardlink",
                                                   link="data/../etc/passwd"))),
                         "hardlink pointing outside the volume"),
+    "hardlink-to-folder": (make_archive(volume(Member("data/zhard", "hardlink",
+                                                   link="data/sub"))),
+                           "zhard: a hardlink to 'sub', which is a folder"),
+    "hardlink-to-nothing": (make_archive(volume(Member("data/zhard", "hardlink",
+                                                    link="data/nothere"))),
+                            "zhard: a hardlink to 'nothere', which is not in the archive"),
     "write-through-symlink": (make_archive(volume(
         Member("data/tmp", "symlink", mode=0o777, link="sub"),
         Member("data/tmp/x", data=b"x"))), "without its folder before it"),

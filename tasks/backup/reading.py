@@ -10,7 +10,7 @@ from tasks.backup.archive import (DATA, DIR, END_OF_ARCHIVE, FILE, FORMAT, HARDL
                                   MANIFEST, MAX_HEADER, METADATA, RESTORE_DIR, ArchiveError,
                                   Entry, Limits, canonical_json, check_metadata, file_header,
                                   padding, tar_header)
-from tasks.backup.rules import TreeChecker
+from tasks.backup.rules import LinkTargets, TreeChecker
 from tasks.backup.streams import CHUNK
 from tasks.backup.tarstream import TYPES, TarReader, header_entry
 
@@ -25,13 +25,15 @@ class Summary:
 class ArchiveReader:
     """Walks an archive, checking it as it goes: `entries()` yields (Entry, chunks) for each
     data entry, in order; the caller may read a file's chunks or not. With `verify`, every
-    file's sha256 and every header are compared with the manifest at the end. The walk
+    file's sha256 and every header are compared with the manifest at the end, and what
+    every hardlink points to is checked to be a file (rules.LinkTargets). The walk
     raises ArchiveError at the first problem; it has checked everything only when the
     generator is exhausted, and then `summary` is set."""
 
     def __init__(self, stream, limits: Limits = Limits(), verify: bool = True):
         self.tar = TarReader(stream)
         self.checker = TreeChecker(limits)
+        self.links = LinkTargets()
         self.verify = verify
         self.metadata = None
         self.summary = None
@@ -68,6 +70,8 @@ class ArchiveReader:
                     raise ArchiveError(f"{header.name}: {problem}, which a restore does not "
                                        "accept")
                 self.checker.check(entry)
+                if self.verify:
+                    self.links.want(entry)
                 if entry.kind == FILE and self.verify:
                     digest = hashlib.sha256()
                     yield entry, _hashing(self.tar.chunks(), digest)
@@ -111,6 +115,7 @@ class ArchiveReader:
                     f"{found['path']}: does not match the manifest ("
                     + "; ".join(f"{k}: manifest {listed.get(k)!r}, archive {found.get(k)!r}"
                                 for k in keys) + ")")
+            self.links.see(found["path"], found["type"], found.get("link", ""))
         raise ArchiveError("the manifest is truncated (no end line)")
 
     def _check_end(self, listed: dict, number: int, lines) -> None:

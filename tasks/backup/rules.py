@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from tasks.backup.archive import (DIR, FILE, HARDLINK, RESERVED, SYMLINK, ArchiveError,
                                   Entry, Limits, human_bytes, name_bytes, name_text)
+from tasks.show import shown
 
 MAX_PATH = 4096  # Linux PATH_MAX
 MAX_NAME = 255  # Linux NAME_MAX
@@ -142,6 +143,38 @@ class TreeChecker:
         # link(2) follows symlinks in the folders of the target, not the last name.
         if any(target[:i] in self.symlinks for i in range(1, len(target))):
             raise ArchiveError(f"{where}: a hardlink through a symlink ({entry.link!r})")
+
+
+class LinkTargets:
+    """What each hardlink points to must be an earlier file (or a symlink, or another
+    hardlink, which the engine writes for a symlink or file with more links): link(2)
+    refuses a folder, and finds nothing where no entry was. TreeChecker holds only the
+    current path, so it cannot tell what an earlier path was; this checks it on a second
+    look at the entries, in the same order (a restore's check replays them from its spool
+    while comparing the manifest). The first look notes the paths hardlinks name, so
+    memory grows with the hardlinks, not with the entries."""
+
+    _KIND_NAMES = {DIR: "a folder", None: "not in the archive"}
+
+    def __init__(self):
+        self.wanted = set()
+        self.kinds = {}
+
+    def want(self, entry: Entry) -> None:
+        """First look: note where a hardlink points."""
+        if entry.kind == HARDLINK:
+            self.wanted.add(entry.link)
+
+    def see(self, path: str, kind: str, link: str = "") -> None:
+        """Second look, in order: refuse a hardlink whose target was no file or link."""
+        if kind == HARDLINK:
+            found = self.kinds.get(link)
+            if found not in (FILE, SYMLINK, HARDLINK):
+                what = self._KIND_NAMES.get(found, f"a {found}")
+                raise ArchiveError(f"{shown(path)}: a hardlink to '{shown(link)}', which is "
+                                   f"{what}: a hardlink must point to an earlier file")
+        if path in self.wanted:
+            self.kinds[path] = kind
 
 
 def plan_backup_entry(entry: Entry, problem=None, left_out=frozenset()):

@@ -296,6 +296,31 @@ def test_a_hardlink_to_an_earlier_file_and_to_a_symlink_itself_are_fine():
               E("n", fmt.HARDLINK, 0o777, 0, 0, T0, link="l"))
 
 
+@pytest.mark.parametrize("earlier, kind", [(d("a"), "a folder"), (f("b"), "not in the archive")])
+def test_a_hardlink_must_point_to_an_earlier_file(earlier, kind):
+    links = rules.LinkTargets()
+    entries = [ROOT, earlier, f("a/x") if earlier.kind == fmt.DIR else f("c"),
+               E("h", fmt.HARDLINK, 0o644, 0, 0, T0, link="a")]
+    for entry in entries:
+        links.want(entry)
+    with pytest.raises(fmt.ArchiveError, match=f"h: a hardlink to 'a', which is {kind}"):
+        for entry in entries:
+            links.see(entry.path, entry.kind, entry.link)
+
+
+def test_hardlinks_to_a_file_a_symlink_and_a_hardlink_pass_the_second_look():
+    links = rules.LinkTargets()
+    entries = [ROOT, f("a"), E("l", fmt.SYMLINK, 0o777, 0, 0, T0, link="a"),
+               E("m", fmt.HARDLINK, 0o644, 0, 0, T0, link="a"),
+               E("n", fmt.HARDLINK, 0o777, 0, 0, T0, link="l"),
+               E("o", fmt.HARDLINK, 0o644, 0, 0, T0, link="m")]
+    for entry in entries:
+        links.want(entry)
+    for entry in entries:
+        links.see(entry.path, entry.kind, entry.link)
+    assert links.kinds == {"a": fmt.FILE, "l": fmt.SYMLINK, "m": fmt.HARDLINK}
+
+
 # --- what a backup writes for what the engine reports ---------------------------------------------
 
 def test_backup_clears_setuid_and_setgid_and_says_so():
