@@ -302,11 +302,12 @@ def status(c):
     from tasks.checks import hub_container
     from tasks.names import USER_LABEL
     from tasks.probe import ProbeError, get_hub_api
+    from tasks.show import shown
 
     run = Run.of(c)
     root, settings, client = run.root, run.settings, run.client
     hub = hub_container(client, settings.project)
-    print(f"hub container: {hub.name + ' ' + hub.status if hub else 'none (run `inv up`)'}")
+    print(f"hub container: {shown(hub.name) + ' ' + hub.status if hub else 'none (run `inv up`)'}")
     try:
         info = certs.inspect_pair(*certs.read_pair(root / "secrets"))
         days = (info.not_after - datetime.now(timezone.utc)).days
@@ -321,11 +322,11 @@ def status(c):
             import json
 
             version = json.loads(body).get("version") if code == 200 else f"HTTP {code}"
-            print(f"hub answers on port {settings.port}: JupyterHub {version}")
+            print(f"hub answers on port {settings.port}: JupyterHub {shown(version)}")
         except (ProbeError, OSError) as error:
             print(f"hub does not answer on port {settings.port}: {error}")
     servers = _user_servers(client, settings.project)
     running = sorted(
-        f"{ct.labels.get(USER_LABEL, ct.name)} ({ct.status})" for ct in servers
+        f"{shown(ct.labels.get(USER_LABEL, ct.name))} ({ct.status})" for ct in servers
     )
     print(f"user servers: {len(running)}" + (": " + ", ".join(running) if running else ""))

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 
 from tasks.backup.streams import CHUNK
 from tasks.backup.swap import WORK
+from tasks.show import shown
 
 FORMAT = "jupyterhub-deploy-backup"
 FORMAT_VERSION = 1
@@ -138,7 +139,7 @@ def make_metadata(kind: str, volume: str, project: str, tool: str, created: date
 def check_metadata(meta) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ArchiveError(f"it is not a {FORMAT} archive (no metadata first)")
-    version = meta.get("version")
+    version = meta.get("version")  # any JSON value: shown with repr, which escapes controls
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ArchiveError(f"it is format version {version!r}, newer than this tool knows "
                            f"({FORMAT_VERSION}): update this project and try again")
@@ -216,7 +217,8 @@ class ArchiveWriter:
                 self.sink.write(chunk)
                 written += len(chunk)
             if written != entry.size:
-                raise ArchiveError(f"{entry.path}: {written} bytes arrived, {entry.size} announced")
+                raise ArchiveError(f"{shown(entry.path)}: {written} bytes arrived, {entry.size} "
+                                   "announced")
             self.sink.write(padding(entry.size))
             entry = replace(entry, sha256=digest.hexdigest())
         self.spool.write(canonical_json(entry.record()) + b"\n")

@@ -121,8 +121,9 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
     from tasks.backup.archive import ArchiveError, Limits, human_bytes
     from tasks.backup.restoring import (check_kind, resolve_archive, restore_volume,
                                         running_servers)
-    from tasks.backup.store import peek_metadata, shown
+    from tasks.backup.store import peek_metadata, shown_path
     from tasks.backup.targets import Target, engine_errors, hub_target, prepare, user_target
+    from tasks.show import shown
     from tasks.target import applied_record
     from tasks.userlist import check_name
 
@@ -139,7 +140,7 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
     try:
         meta = peek_metadata(path)
     except (ArchiveError, OSError) as error:
-        raise Exit(f"Refused {path.name}: {error}. Nothing was changed; pass an archive "
+        raise Exit(f"Refused {shown(path.name)}: {error}. Nothing was changed; pass an archive "
                    "`inv backup` wrote (`inv backup --list` shows them).")
     check_kind(meta, Target("user" if user else "hub", "", user), path)
     with engine_errors("Restore"):
@@ -149,8 +150,9 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
         applied.forget(applied_record(c))
     with engine_errors(f"Restore of {target.what}"):
         summary = restore_volume(dep, target, path, expected, force, limits)
-    print(f"restored {target.what} (volume {target.volume}) from {shown(path)}: "
+    meta = summary.metadata
+    print(f"restored {target.what} (volume {target.volume}) from {shown_path(path)}: "
           f"{summary.entries} entries, {human_bytes(summary.bytes)} of file data, "
-          f"backed up {summary.metadata['created']} from project {summary.metadata['project']}")
+          f"backed up {shown(meta['created'])} from project {shown(meta['project'])}")
     if target.kind == "user" and running_servers(dep, target.user):
         print(f"{target.user}'s server was running: restart it so it sees the restored files.")

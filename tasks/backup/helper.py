@@ -21,6 +21,7 @@ from tasks.backup.archive import RESERVED, RESTORE_DIR
 from tasks.backup.tarstream import TarReader
 from tasks.backup.targets import Deployment, Target
 from tasks.names import LABEL, labels
+from tasks.show import shown
 
 # Where helpers mount the volume: a path no image has, so Docker never copies image
 # content into an empty volume (and the mount says nocopy as well).
@@ -123,10 +124,10 @@ def lock_name(volume: str) -> str:
 
 
 def lock_owner(got: dict) -> str:
-    """Who holds a lock, from its labels."""
-    return (f"{got.get(f'{LABEL}.operation', 'an operation')} started "
-            f"{got.get(f'{LABEL}.since', '?')} by process {got.get(f'{LABEL}.pid', '?')} "
-            f"on {got.get(f'{LABEL}.host', '?')}")
+    """Who holds a lock, from its labels (anyone who may make containers may set them)."""
+    return shown(f"{got.get(f'{LABEL}.operation', 'an operation')} started "
+                 f"{got.get(f'{LABEL}.since', '?')} by process {got.get(f'{LABEL}.pid', '?')} "
+                 f"on {got.get(f'{LABEL}.host', '?')}")
 
 
 def stale_reason(got: dict, host: str = "") -> str:
@@ -219,7 +220,7 @@ def run_swap(lock) -> str:
         return "not ours"
     if status.get("StatusCode") != 0 or not verdict:
         raise Exit(f"The restore step in {lock.name} failed (exit {status.get('StatusCode')}):\n"
-                   + "\n".join(lines[-20:]))
+                   + "\n".join(shown(line) for line in lines[-20:]))
     return verdict
 
 

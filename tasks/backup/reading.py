@@ -13,6 +13,7 @@ from tasks.backup.archive import (DATA, DIR, END_OF_ARCHIVE, FILE, FORMAT, HARDL
 from tasks.backup.rules import LinkTargets, TreeChecker
 from tasks.backup.streams import CHUNK
 from tasks.backup.tarstream import TYPES, TarReader, header_entry
+from tasks.show import shown
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class ArchiveReader:
                     break
                 entry, problem = header_entry(header, DATA)
                 if problem:
-                    raise ArchiveError(f"{header.name}: {problem}, which a restore does not "
-                                       "accept")
+                    raise ArchiveError(f"{shown(header.name)}: {problem}, which a restore "
+                                       "does not accept")
                 self.checker.check(entry)
                 if self.verify:
                     self.links.want(entry)
@@ -112,9 +113,9 @@ class ArchiveReader:
             if listed != found:
                 keys = sorted(k for k in set(listed) | set(found) if listed.get(k) != found.get(k))
                 raise ArchiveError(
-                    f"{found['path']}: does not match the manifest ("
-                    + "; ".join(f"{k}: manifest {listed.get(k)!r}, archive {found.get(k)!r}"
-                                for k in keys) + ")")
+                    f"{shown(found['path'])}: does not match the manifest ("
+                    + "; ".join(f"{shown(k)}: manifest {listed.get(k)!r}, archive "
+                                f"{found.get(k)!r}" for k in keys) + ")")
             self.links.see(found["path"], found["type"], found.get("link", ""))
         raise ArchiveError("the manifest is truncated (no end line)")
 

@@ -11,9 +11,10 @@ from invoke.exceptions import Exit
 from tasks.backup import helper, streams
 from tasks.backup.archive import RESTORE_DIR, ArchiveError, Limits
 from tasks.backup.reading import ArchiveReader, Summary, commit_stream, staged_stream
-from tasks.backup.store import Progress, parse_sidecar, shown
+from tasks.backup.store import Progress, parse_sidecar, shown_path
 from tasks.backup.targets import Deployment, Target, running_hub
 from tasks.names import label_filter, labels
+from tasks.show import shown
 
 
 def resolve_archive(folder: Path, text: str) -> tuple:
@@ -23,18 +24,19 @@ def resolve_archive(folder: Path, text: str) -> tuple:
     candidates = [given] if given.is_absolute() else [Path.cwd() / given, folder / given]
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
-        raise Exit(f"No backup {text}: not there, nor in {shown(folder)}. "
+        raise Exit(f"No backup {shown(text)}: not there, nor in {shown_path(folder)}. "
                    "`inv backup --list` shows what there is.")
     if not path.is_file():
-        raise Exit(f"{text} is not a file: pass an archive `inv backup` wrote.")
+        raise Exit(f"{shown(text)} is not a file: pass an archive `inv backup` wrote.")
     sidecar = path.with_name(path.name + ".sha256")
     try:
         expected = parse_sidecar(sidecar.read_text(encoding="utf-8", errors="replace"))
     except FileNotFoundError:
-        raise Exit(f"{path.name} has no checksum file {sidecar.name} beside it: copy it from "
+        raise Exit(f"{shown(path.name)} has no checksum file {shown(sidecar.name)} beside it: "
+                   "copy it from "
                    "where the archive came from (the two belong together).")
     except ArchiveError as error:
-        raise Exit(f"Refused {path.name}: {error}.")
+        raise Exit(f"Refused {shown(path.name)}: {error}.")
     return path, expected
 
 
@@ -49,14 +51,14 @@ def _refuse_running(dep: Deployment, target: Target, force: bool) -> bool:
     if target.kind == "hub":
         hub = running_hub(dep)
         if hub is not None:
-            raise Exit(f"The hub ({hub.name}) is running and holds its database open: stop it "
-                       "with `inv down`, restore, then `inv up`.")
+            raise Exit(f"The hub ({shown(hub.name)}) is running and holds its database open: "
+                       "stop it with `inv down`, restore, then `inv up`.")
         return False
     servers = running_servers(dep, target.user)
     if servers and not force:
-        raise Exit(f"{target.user}'s server ({servers[0].name}) is running and uses the volume: "
-                   "stop it (the hub's admin page, or `inv down`), or pass --force to restore "
-                   "under it.")
+        raise Exit(f"{target.user}'s server ({shown(servers[0].name)}) is running and uses the "
+                   "volume: stop it (the hub's admin page, or `inv down`), or pass --force to "
+                   "restore under it.")
     return bool(servers)
 
 
@@ -83,7 +85,8 @@ def _read_file(path: Path, progress: Progress):
 def verify(path: Path, expected: str, limits: Limits) -> Summary:
     """Read the whole archive and check it: checksum, structure, every entry against the
     manifest. Raises Exit naming the problem; nothing has been touched yet."""
-    progress = Progress(f"checking {path.name}", path.stat().st_size)
+    name = shown(path.name)
+    progress = Progress(f"checking {name}", path.stat().st_size)
     stream = raw = None
     try:
         stream, digest, raw = _read_file(path, progress)
@@ -93,27 +96,28 @@ def verify(path: Path, expected: str, limits: Limits) -> Summary:
     except ArchiveError as error:
         fix = error.fix or ("it is damaged, or was not made by `inv backup`: restore another "
                             "backup (`inv backup --list` shows them)")
-        raise Exit(f"Refused {path.name}: {error}. Nothing was changed; {fix}.")
+        raise Exit(f"Refused {name}: {error}. Nothing was changed; {fix}.")
     except OSError as error:
-        raise Exit(f"Refused {path.name}: it cannot be read ({error}). Nothing was changed.")
+        raise Exit(f"Refused {name}: it cannot be read ({error}). Nothing was changed.")
     finally:
         _close(progress, stream, raw)
     if digest.hexdigest() != expected:
-        raise Exit(f"Refused {path.name}: its sha256 is {digest.hexdigest()}, but "
-                   f"{path.name}.sha256 says {expected}: the file changed or is damaged. "
+        raise Exit(f"Refused {name}: its sha256 is {digest.hexdigest()}, but "
+                   f"{name}.sha256 says {expected}: the file changed or is damaged. "
                    "Nothing was changed; copy it again from where it came from, or restore "
                    "another backup (`inv backup --list` shows them).")
     return reader.summary
 
 
 def check_kind(meta: dict, target: Target, path: Path) -> None:
+    name, user = shown(path.name), shown(meta["user"])  # the user as the archive names it
     if meta["kind"] != target.kind:
-        other = "--hub" if meta["kind"] == "hub" else f"--user {meta['user']}"
-        raise Exit(f"{path.name} is a backup of {'the hub' if meta['kind'] == 'hub' else 'a user'}"
+        other = "--hub" if meta["kind"] == "hub" else f"--user {user}"
+        raise Exit(f"{name} is a backup of {'the hub' if meta['kind'] == 'hub' else 'a user'}"
                    f": restore it with {other}.")
     if target.kind == "user" and meta["user"] != target.user:
-        raise Exit(f"{path.name} is {meta['user']}'s backup, not {target.user}'s: restore it "
-                   f"with --user {meta['user']}.")
+        raise Exit(f"{name} is {user}'s backup, not {target.user}'s: restore it "
+                   f"with --user {user}.")
 
 
 def stage(lock, path: Path, expected: str, limits: Limits) -> None:
@@ -121,7 +125,7 @@ def stage(lock, path: Path, expected: str, limits: Limits) -> None:
     must hash the same as the checked one."""
     root = helper.engine_stat(lock, helper.MOUNT) or {}
     before_ns = helper.parse_engine_time(root.get("mtime", ""))
-    progress = Progress(f"restoring {path.name}", path.stat().st_size)
+    progress = Progress(f"restoring {shown(path.name)}", path.stat().st_size)
     stream = raw = None
     try:
         stream, digest, raw = _read_file(path, progress)
@@ -131,7 +135,7 @@ def stage(lock, path: Path, expected: str, limits: Limits) -> None:
     finally:
         _close(progress, stream, raw)
     if digest.hexdigest() != expected:
-        raise ArchiveError(f"{path.name} changed while it was being restored")
+        raise ArchiveError(f"{shown(path.name)} changed while it was being restored")
 
 
 def restore_volume(dep: Deployment, target: Target, path: Path, expected: str, force: bool,
@@ -159,14 +163,15 @@ def restore_volume(dep: Deployment, target: Target, path: Path, expected: str, f
                        "server, or a container mounting the volume) and run this again.")
         present = helper.top_level_names(lock)
         if present and not force:
-            listed = ", ".join(repr(name) for name in present)
+            listed = ", ".join(f"'{shown(name)}'" for name in present)
             raise Exit(f"The volume {target.volume} already holds files ({listed}...): pass "
                        "--force to replace all of its contents with the archive's.")
         try:
             stage(lock, path, expected, limits)
         except (ArchiveError, docker.errors.APIError) as error:
             helper.run_swap(lock)  # no commit marker: removes the staged copy
-            raise Exit(f"Restore of {target.what} stopped before changing anything: {error}")
+            said = error if isinstance(error, ArchiveError) else shown(error)  # the engine's
+            raise Exit(f"Restore of {target.what} stopped before changing anything: {said}")
         if not running:
             try:
                 _refuse_running(dep, target, force)

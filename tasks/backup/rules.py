@@ -21,19 +21,20 @@ def split_path(path: str) -> tuple:
     if not raw:
         raise ArchiveError("an entry has an empty name")
     if b"\x00" in raw:
-        raise ArchiveError(f"{path!r}: a NUL byte in a name")
+        raise ArchiveError(f"'{shown(path)}': a NUL byte in a name")
     if raw.startswith(b"/"):
-        raise ArchiveError(f"{path!r}: an absolute path")
+        raise ArchiveError(f"'{shown(path)}': an absolute path")
     if len(raw) > MAX_PATH:
-        raise ArchiveError(f"{path[:60]!r}...: a path longer than {MAX_PATH} bytes")
+        raise ArchiveError(f"'{shown(path[:60])}'...: a path longer than {MAX_PATH} bytes")
     parts = raw.split(b"/")
     for part in parts:
         if part == b"..":
-            raise ArchiveError(f"{path!r}: a '..' component, which could reach outside the volume")
+            raise ArchiveError(f"'{shown(path)}': a '..' component, which could reach outside "
+                               "the volume")
         if part in (b"", b"."):
-            raise ArchiveError(f"{path!r}: an empty or '.' component")
+            raise ArchiveError(f"'{shown(path)}': an empty or '.' component")
         if len(part) > MAX_NAME:
-            raise ArchiveError(f"{path[:60]!r}...: a name longer than {MAX_NAME} bytes")
+            raise ArchiveError(f"'{shown(path[:60])}'...: a name longer than {MAX_NAME} bytes")
     return tuple(parts)
 
 
@@ -75,7 +76,7 @@ class TreeChecker:
 
     def check(self, entry: Entry) -> None:
         parts = split_path(entry.path)
-        where = entry.path
+        where = shown(entry.path)
         if entry.kind not in (FILE, DIR, SYMLINK, HARDLINK):
             raise ArchiveError(f"{where}: {entry.kind} entries are not allowed")
         if not self.stack and self.entries == 0:
@@ -102,7 +103,8 @@ class TreeChecker:
         if parts:
             self._place(parts, where)
         if entry.kind == SYMLINK and not link_stays_inside(parts[:-1], entry.link):
-            raise ArchiveError(f"{where}: a symlink pointing outside the volume ({entry.link!r})")
+            raise ArchiveError(f"{where}: a symlink pointing outside the volume "
+                               f"('{shown(entry.link)}')")
         if entry.kind == HARDLINK:
             self._check_hardlink(parts, entry)
         if entry.kind == DIR:
@@ -128,21 +130,21 @@ class TreeChecker:
             raise ArchiveError(f"{where}: a name this tool keeps for itself at the volume's root")
 
     def _check_hardlink(self, parts: tuple, entry: Entry) -> None:
-        where = entry.path
+        where = shown(entry.path)
         try:
             target = split_path(entry.link)
         except ArchiveError as error:
             raise ArchiveError(f"{where}: a hardlink pointing outside the volume ({error})")
         if not target or target >= parts:
-            raise ArchiveError(f"{where}: a hardlink to {entry.link!r}, which is not an "
+            raise ArchiveError(f"{where}: a hardlink to '{shown(entry.link)}', which is not an "
                                "earlier entry of the archive")
         if target == parts[:len(target)]:
-            raise ArchiveError(f"{where}: a hardlink to its own folder ({entry.link!r})")
+            raise ArchiveError(f"{where}: a hardlink to its own folder ('{shown(entry.link)}')")
         if target[0] in self.reserved:
             raise ArchiveError(f"{where}: a hardlink into a folder this tool keeps for itself")
         # link(2) follows symlinks in the folders of the target, not the last name.
         if any(target[:i] in self.symlinks for i in range(1, len(target))):
-            raise ArchiveError(f"{where}: a hardlink through a symlink ({entry.link!r})")
+            raise ArchiveError(f"{where}: a hardlink through a symlink ('{shown(entry.link)}')")
 
 
 class LinkTargets:

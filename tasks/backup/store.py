@@ -13,6 +13,7 @@ from invoke.exceptions import Exit
 from tasks.backup import streams
 from tasks.backup.archive import ArchiveError, human_bytes
 from tasks.backup.reading import ArchiveReader
+from tasks.show import shown
 
 _STAMP = "%Y%m%dT%H%M%SZ"
 ARCHIVE_NAME = re.compile(
@@ -109,16 +110,18 @@ def peek_metadata(path: Path) -> dict:
 def print_backups(folder: Path) -> None:
     rows = list_backups(folder)
     if not rows:
-        print(f"no backups in {shown(folder)}")
+        print(f"no backups in {shown_path(folder)}")
         return
-    print(f"backups in {shown(folder)}:")
+    print(f"backups in {shown_path(folder)}:")
     print(f"  {'created (UTC)':<20} {'of':<16} {'project':<14} {'size':>9}  file")
     for name, meta, size, sidecar in rows:
         if meta is None:
             what, project, created = "unreadable", "", ""
         else:
-            what = f"user {meta['user']}" if meta["kind"] == "user" else "hub data"
-            project, created = meta["project"], meta["created"].replace("T", " ").rstrip("Z")
+            # Read from the archive: whatever it says is shown escaped.
+            what = f"user {shown(meta['user'])}" if meta["kind"] == "user" else "hub data"
+            project = shown(meta["project"])
+            created = shown(meta["created"].replace("T", " ").rstrip("Z"))
         flag = "" if sidecar else "   (no .sha256 file: a restore refuses it)"
         print(f"  {created:<20} {what:<16} {project:<14} {human_bytes(size):>9}  {name}{flag}")
     partial = sorted(p.name for p in folder.iterdir() if p.name.endswith(".partial"))
@@ -127,11 +130,12 @@ def print_backups(folder: Path) -> None:
               "backup of that volume removes them")
 
 
-def shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
+    """A path as messages show it: relative to the working folder when under it."""
     try:
-        return str(path.relative_to(Path.cwd()))
+        return shown(path.relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        return shown(path)
 
 
 class Progress:

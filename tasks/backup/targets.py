@@ -7,6 +7,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from tasks.names import USER_LABEL, label_filter, user_volume
+from tasks.show import shown
 from tasks.target import docker_client, project_dir
 from tasks.userlist import check_name
 
@@ -81,10 +82,11 @@ def user_targets(dep: Deployment) -> list:
         try:
             check_name(user)
         except Exit:
-            print(f"skipped volume {volume.name}: its user label {user!r} is not a valid name")
+            print(f"skipped volume {shown(volume.name)}: its user label '{shown(user)}' is not a "
+                  "valid name")
             continue
         if user_volume(dep.project, user) != volume.name:
-            print(f"skipped volume {volume.name}: labelled for {user}, whose volume is "
+            print(f"skipped volume {shown(volume.name)}: labelled for {user}, whose volume is "
                   f"{user_volume(dep.project, user)}")
             continue
         targets.append(Target("user", volume.name, user))
@@ -100,10 +102,10 @@ def engine_errors(what: str):
     try:
         yield
     except docker.errors.DockerException as error:
-        raise Exit(f"{what} failed: the Docker Engine said: {error}")
+        raise Exit(f"{what} failed: the Docker Engine said: {shown(error)}")
     except requests.exceptions.RequestException as error:
-        raise Exit(f"{what} failed: the Docker Engine did not answer ({error}). Check it with "
-                   "`docker info`, then run this again.")
+        raise Exit(f"{what} failed: the Docker Engine did not answer ({shown(error)}). Check it "
+                   "with `docker info`, then run this again.")
 
 
 def running_hub(dep: Deployment):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from tasks.backup.archive import (BLOCK, DIR, FILE, HARDLINK, MAX_HEADER, SYMLINK,
                                   ArchiveError, Entry, name_text)
 from tasks.backup.streams import CHUNK, CompressedEnd, StreamEnd
+from tasks.show import shown
 
 MAX_TRAILER = 1 << 20  # zeros after the end-of-archive block (tar pads to its record size)
 _ZERO_BLOCK = bytes(BLOCK)
@@ -207,7 +208,7 @@ class TarReader:
             )
             self.remaining = header.size if TYPES.get(kind) == FILE or kind not in TYPES else 0
             if kind in TYPES and TYPES[kind] != FILE and header.size:
-                raise ArchiveError(f"{header.name}: a {TYPES[kind]} that claims "
+                raise ArchiveError(f"{shown(header.name)}: a {TYPES[kind]} that claims "
                                    f"{header.size} bytes of data")
             self.padding = -self.remaining % BLOCK
             return header
@@ -259,7 +260,7 @@ def header_entry(header: Header, root: str):
     elif name.startswith(root + "/"):
         path = name[len(root) + 1:]
     else:
-        raise ArchiveError(f"{name!r}: outside the archive's {root}/ folder")
+        raise ArchiveError(f"'{shown(name)}': outside the archive's {root}/ folder")
     if kind is None:
         return None, _TYPE_NAMES.get(header.type, f"an entry of tar type {header.type!r}")
     problem = None
@@ -269,13 +270,14 @@ def header_entry(header: Header, root: str):
         if key not in _PAX_KNOWN:
             problem = ("file capabilities (as powerful as setuid)" if key.endswith(".capability")
                        else "extended attributes" if key.startswith("SCHILY.xattr.")
-                       else f"pax key {key!r}")
+                       else f"pax key '{shown(key)}'")
     link = header.linkname
     if kind == HARDLINK:
         if link.startswith(root + "/"):
             link = link[len(root) + 1:]
         else:
-            raise ArchiveError(f"{path}: a hardlink pointing outside the volume ({link!r})")
+            raise ArchiveError(f"{shown(path)}: a hardlink pointing outside the volume "
+                               f"('{shown(link)}')")
     return Entry(path=path, kind=kind, mode=header.mode & ~0o170000, uid=header.uid,
                  gid=header.gid, mtime=header.mtime, size=header.size if kind == FILE else 0,
                  link=link if kind in (SYMLINK, HARDLINK) else ""), problem

@@ -15,10 +15,12 @@ from tasks.backup import helper, streams
 from tasks.backup.archive import (DEFAULT_MAX_BYTES, FILE, SNAPSHOT_DIR, ArchiveError,
                                   ArchiveWriter, Entry, Limits, human_bytes, make_metadata)
 from tasks.backup.rules import TreeChecker, plan_backup_entry
-from tasks.backup.store import Progress, free_name, remove_leftovers, shown, sidecar_text
+from tasks.backup.store import (Progress, free_name, remove_leftovers, shown_path,
+                                sidecar_text)
 from tasks.backup.targets import Deployment, Target, running_hub
 from tasks.backup.tarstream import TarReader, header_entry
 from tasks.files import sync_dir, write_atomic
+from tasks.show import shown
 
 HUB_DB = "jupyterhub.sqlite"  # hub/jupyterhub_config.py: sqlite:////data/jupyterhub.sqlite
 HUB_DB_SIDE_FILES = tuple(HUB_DB + suffix for suffix in ("-journal", "-wal", "-shm"))
@@ -56,8 +58,8 @@ def hub_snapshot(hub, volume: str) -> tuple:
     container with SQLite's online backup, in a folder of the data volume."""
     where = _mount_of(hub, volume)
     if not where:
-        raise Exit(f"The hub container {hub.name} does not mount {volume}: recreate it with "
-                   "`inv up`.")
+        raise Exit(f"The hub container {shown(hub.name)} does not mount {volume}: recreate it "
+                   "with `inv up`.")
     folder = f"{where}/{SNAPSHOT_DIR}"
     code, output = hub.exec_run(
         helper.program_command("snapshot.py", "copy", f"{where}/{HUB_DB}", folder), user="0")
@@ -67,9 +69,10 @@ def hub_snapshot(hub, volume: str) -> tuple:
     except (IndexError, ValueError):
         result = {}
     if code != 0 or result.get("result") not in ("copied", "none"):
-        raise Exit(f"Could not copy the hub database consistently in {hub.name}:\n{text[-2000:]}")
+        said = "\n".join(shown(line) for line in text[-2000:].splitlines())
+        raise Exit(f"Could not copy the hub database consistently in {shown(hub.name)}:\n{said}")
     if result.get("check", "ok") != "ok":
-        raise Exit(f"The hub database fails SQLite's check ({result['check']}): it needs "
+        raise Exit(f"The hub database fails SQLite's check ({shown(result['check'])}): it needs "
                    "repair before a backup means anything.")
     return folder, result
 
@@ -203,12 +206,13 @@ def backup_one(dep: Deployment, target: Target, folder: Path, compress: bool) ->
 
 def report(target: Target, written: Written) -> None:
     print(f"backup of {target.what} (volume {target.volume}):")
-    print(f"  path:    {shown(written.path)}")
+    print(f"  path:    {shown_path(written.path)}")
     print(f"  size:    {written.size} bytes ({human_bytes(written.size)}); "
           f"{written.entries} entries, {human_bytes(written.bytes)} of file data")
     print(f"  sha256:  {written.sha256} (in {written.path.name}.sha256)")
     for note, paths in sorted(written.notes.items()):
-        examples = ", ".join(repr(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        examples = ", ".join(f"'{shown(p)}'" for p in paths[:3]) + (
+            ", ..." if len(paths) > 3 else "")
         print(f"  note:    {note}: {len(paths)} ({examples}); a restore would refuse them")
     if written.bytes > DEFAULT_MAX_BYTES:
         print(f"  note:    larger than a restore accepts by default: restore it with "

@@ -416,6 +416,42 @@ def test_a_changed_archive_or_a_missing_checksum_file_is_refused(docker_client, 
     assert sorted(after) == ["v", "v/notes.txt", "v/sub", "v/sub/a.py"]
 
 
+TERMINAL_TRAPS = "\x1b]0;pwned\x07\x1b[2J"  # retitles the window, then clears the screen
+
+
+def test_names_from_archives_and_volumes_reach_the_terminal_escaped(docker_client, p3, target):
+    """A crafted archive's user and member names, and a volume's file names, are shown
+    with their control characters escaped: no raw ESC reaches the operator's terminal."""
+    target, before = target
+    folder = p3.root / "backups"
+    folder.mkdir(exist_ok=True)
+    crafted = {
+        f"{p3.project}-user-x-20260101T000000Z.tar": archives.make_archive(
+            archives.volume(), meta=archives.metadata(user=TERMINAL_TRAPS)),
+        "member.tar": archives.make_archive(archives.volume(archives.Member(
+            f"data/{TERMINAL_TRAPS}", data=b"#!", mode=0o4755))),
+    }
+    for name, data in crafted.items():
+        (folder / name).write_bytes(data)
+        (folder / f"{name}.sha256").write_text(archives.sidecar(data, name))
+    escaped = "\\x1b]0;pwned\\x07\\x1b[2J"
+    listing = p3.inv_ok("backup", "--list")
+    assert f"user {escaped}" in listing.stdout
+    wrong_user = p3.inv("restore", "--user", "alice", "--force", "--from", next(iter(crafted)))
+    assert wrong_user.returncode != 0 and f"{escaped}'s backup, not alice's" in wrong_user.output
+    setuid = p3.inv("restore", "--user", "alice", "--force", "--from", "member.tar")
+    assert setuid.returncode != 0 and f"{escaped}: a setuid or setgid bit" in setuid.output
+    assert snapshot(docker_client, p3, target) == before
+    # A file name in a volume, in the note a backup prints about what it left out.
+    volume = volume_name(p3, "esc")
+    put(docker_client, p3, volume, [entry(TERMINAL_TRAPS, tarfile.SYMTYPE, mode=0o777,
+                                          link="/etc/passwd")], labelled_user="esc")
+    noted = p3.inv_ok("backup", "--user", "esc")
+    assert f"left out a symlink pointing outside the volume: 1 ('{escaped}')" in noted.stdout
+    for result in (listing, wrong_user, setuid, noted):
+        assert "\x1b" not in result.output, result.output
+
+
 # --- hostile names --------------------------------------------------------------------------------------
 
 REFUSED_NAMES = ["../etc", "a;rm -rf /", "$(id)", "-rf", "a" * 65, "x" * 300, "Alice",

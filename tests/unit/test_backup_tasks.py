@@ -1,5 +1,6 @@
 """tasks.backup without an engine: every refusal that comes before the engine is asked
 anything, the backup folder, the lock's staleness, and the progress line."""
+import hashlib
 import io
 import os
 import socket
@@ -10,9 +11,11 @@ from invoke import Config, MockContext
 from invoke.exceptions import Exit
 
 from tasks.backup import commands as backup
+from tasks.backup.archive import Limits
+from tasks.backup.restoring import verify
 from tasks.backup import helper as volume_helper
 from tasks.backup import store
-from tests.archives import make_archive, sidecar, volume
+from tests.archives import Member, make_archive, metadata, sidecar, volume
 
 
 def context(tmp_path, **backup_config):
@@ -107,6 +110,42 @@ def test_listing_an_empty_or_missing_folder(tmp_path, capsys):
     backup.backup(context(tmp_path), list_=True)
     out = capsys.readouterr().out
     assert "2023-11-14 22:13:20" in out and "user alice" in out and "1 unfinished" in out
+
+
+TERMINAL_TRAPS = "\x1b]0;pwned\x07\x1b[2J"  # retitles the window, then clears the screen
+
+
+def test_listing_shows_what_an_archive_says_escaped(tmp_path, capsys):
+    crafted = make_archive(volume(), meta=metadata(user=TERMINAL_TRAPS,
+                                                   project="p\x1b[31m", created="\r2023"))
+    write_archive(tmp_path / "backups", "p-user-x-20260101T000000Z.tar", crafted)
+    backup.backup(context(tmp_path), list_=True)
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    assert "user \\x1b]0;pwned\\x07\\x1b[2J" in out and "p\\x1b[31m" in out
+
+
+def test_restore_names_the_archives_user_escaped(tmp_path):
+    crafted = make_archive(volume(), meta=metadata(user=TERMINAL_TRAPS))
+    write_archive(tmp_path / "backups", "a.tar", crafted)
+    with pytest.raises(Exit) as caught:
+        backup.restore(context(tmp_path), user="alice", from_="a.tar")
+    assert "\x1b" not in caught.value.message
+    assert "\\x1b]0;pwned\\x07\\x1b[2J's backup, not alice's" in caught.value.message
+
+
+@pytest.mark.parametrize("member", [
+    Member(f"data/{TERMINAL_TRAPS}", data=b"#!", mode=0o4755),  # refused: setuid
+    Member(f"data/{TERMINAL_TRAPS}", "symlink", mode=0o777, link=f"/{TERMINAL_TRAPS}"),
+    Member(f"data/{TERMINAL_TRAPS}", "hardlink", link="data/sub"),
+    Member(f"{TERMINAL_TRAPS}/x", data=b"x"),  # outside data/
+], ids=["setuid", "symlink-outside", "hardlink-to-folder", "outside"])
+def test_restore_names_a_refused_member_escaped(tmp_path, member):
+    path = write_archive(tmp_path / "backups", "a.tar", make_archive(volume(member)))
+    with pytest.raises(Exit) as caught:
+        verify(path, hashlib.sha256(path.read_bytes()).hexdigest(), Limits())
+    assert "Refused a.tar" in caught.value.message
+    assert "\x1b" not in caught.value.message and "\\x1b]0;pwned\\x07" in caught.value.message
 
 
 def labels(pid, host=None, started=None):
