@@ -66,6 +66,7 @@ def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=Fal
     from tasks.backup.targets import (engine_errors, hub_target, prepare, require_volume,
                                       user_target, user_targets)
     from tasks.backup.writing import backup_one, report
+    from tasks.show import shown
     from tasks.userlist import check_name
 
     chosen = [flag for flag, on in (("--user", bool(user)), ("--all", all_), ("--hub", hub),
@@ -88,23 +89,28 @@ def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=Fal
             targets = [hub_target(dep)]
         else:
             targets = user_targets(dep) + [hub_target(dep)]
-        for target in targets:
-            if target.kind == "hub" or user:  # --all found the users' volumes by listing them
-                require_volume(dep, target)
+        if len(targets) == 1:  # refused before the backup folder is made
+            require_volume(dep, targets[0])
     ensure_folder(folder)
     failed = []
     for target in targets:
         try:
             with engine_errors(f"Backup of {target.what}"):
+                if target.kind == "hub" and len(targets) > 1:  # --all listed the users' volumes
+                    require_volume(dep, target)
                 report(target, backup_one(dep, target, folder, compress))
-        except Exit as error:
+        except Exception as error:  # an OSError, even a bug: it stops this volume's backup only
             if len(targets) == 1:
                 raise
-            print(f"backup of {target.what} failed: {error.message}")
-            failed.append(target.what)
+            reason = error.message if isinstance(error, Exit) else \
+                f"{type(error).__name__}: {shown(error)}"
+            said = f"Backup of {target.what} failed: "
+            reason = reason[len(said):] if reason.startswith(said) else reason
+            print(f"backup of {target.what} failed: {reason}")
+            failed.append(f"  {target.what}: {reason}")
     if failed:
-        raise Exit(f"{len(targets) - len(failed)} of {len(targets)} backed up; failed: "
-                   f"{', '.join(failed)} (see above).")
+        raise Exit(f"{len(targets) - len(failed)} of {len(targets)} backed up; these failed:\n"
+                   + "\n".join(failed))
 
 
 @task(auto_shortflags=False, help={

@@ -1,9 +1,11 @@
 """Writing a backup: the volume streamed from the engine through its helper container,
 checked and hashed entry by entry, into an archive file in the backup folder; for the
 hub's data, the database's consistent copy (snapshot.py) in the live database's place."""
+import errno
 import gzip
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -93,7 +95,8 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
     the live database's place."""
     created = datetime.now(timezone.utc)
     name = free_name(folder, target.volume, created, compress)
-    partial = folder / f"{name}.partial"
+    partial, sidecar, final = (folder / f"{name}{x}" for x in (".partial", ".sha256", ""))
+    free = shutil.disk_usage(folder).free
     metadata = make_metadata(target.kind, target.volume, dep.project, tool_version(dep.root),
                              created, user=target.user,
                              compression="gzip" if compress else "none",
@@ -102,9 +105,11 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
     notes = {}
     checker = TreeChecker(Limits(max_bytes=1 << 62, max_entries=1 << 62))
     left_out = set()
-    stream = hashing = None
+    stream = hashing = sink = None
+    in_folder = True  # whether an OSError now is the backup folder's (else the stream's)
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        in_folder = False
         with open(fd, "wb", buffering=0) as raw:
             hashing = streams.WriteBehind(raw.fileno())
             sink = gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=1, mtime=0) \
@@ -139,27 +144,57 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
             writer.close(int(created.timestamp()))
             if compress:
                 sink.close()  # writes gzip's trailer; leaves `hashing` open
+            in_folder = True
             hashing.close()
             os.fsync(raw.fileno())
+        digest = hashing.digest.hexdigest()
+        write_atomic(sidecar, sidecar_text(digest, name).encode("utf-8"), 0o600)
+        os.link(partial, final)  # never replaces a file: fails if one appeared meanwhile
     except BaseException as error:
+        written = partial.stat().st_size if partial.exists() else 0
+        in_folder = in_folder or error is getattr(hashing, "error", None)
         if hashing is not None:
             hashing.abort()
+        if compress and sink is not None:
+            _discard(sink)
         partial.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)  # free_name saw none: this one can only be ours
         if isinstance(error, ArchiveError):
             raise Exit(f"Backup of {target.what} failed: the engine's stream of "
                        f"{target.volume} is not what it should be: {error}. Nothing was written.")
+        if isinstance(error, OSError) and in_folder:
+            raise Exit(_cannot_write(target, folder, error, written, progress.done, free))
         raise
     finally:
         progress.close()
         if stream is not None:
             stream.close()
-    digest = hashing.digest.hexdigest()
-    write_atomic(folder / f"{name}.sha256", sidecar_text(digest, name).encode("utf-8"), 0o600)
-    final = folder / name
-    os.link(partial, final)  # never replaces a file: fails if one appeared meanwhile
     partial.unlink()
     sync_dir(folder)
     return Written(final, hashing.count, digest, checker.entries, checker.bytes, notes)
+
+
+def _discard(sink) -> None:
+    """Close a gzip sink whose file failed, so nothing tries to write its trailer later."""
+    try:
+        sink.close()
+    except (OSError, streams.StreamEnd):
+        pass
+
+
+def _cannot_write(target: Target, folder: Path, error: OSError, written: int, read: int,
+                  free: int) -> str:
+    """What a backup says when its folder fails it: a full disk, with the figures known."""
+    where = shown_path(folder)
+    what = f"Backup of {target.what} failed"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{what}: the backup folder {where} is full ({error.strerror}). It ran out "
+                f"after {human_bytes(written)} of the archive, with {human_bytes(read)} of the "
+                f"volume read; {human_bytes(free)} was free when it began. The archive needs "
+                f"more room than that: pass --dir with a folder on a larger disk, or make "
+                f"room. The unfinished archive is removed; nothing else was written.")
+    return (f"{what}: cannot write to the backup folder {where} ({error.strerror}). The "
+            "unfinished archive is removed; pass --dir with a folder you may write to.")
 
 
 def _write_snapshot(container, path: str, writer, checker, live: Entry) -> None:

@@ -625,6 +625,79 @@ def test_an_interrupted_swap_is_finished_by_the_next_operation(docker_client, p1
     assert after["v"][1:4] == (0o750, 1000, 100) and after["v"][5] == T0 + 42
 
 
+# --- a full disk, and --all past a failure ---------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system (tmpfs) as the backup folder."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(folder)],
+                   check=True)
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def roomy_volume():
+    """6 MiB, 4 of them random (so they do not shrink with --compress): more than
+    small_disk holds."""
+    return [entry(".", tarfile.DIRTYPE, mode=0o755, mtime=T0),
+            entry("random.bin", body=os.urandom(4 << 20), mtime=T0 + 1),
+            big_entry("zpattern.bin", 2 << 20, mtime=T0 + 2)]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_a_full_backup_folder_ends_in_a_message_and_leaves_nothing(docker_client, p1,
+                                                                   small_disk, compress):
+    put(docker_client, p1, volume_name(p1, "roomy"), roomy_volume(), labelled_user="roomy")
+    result = p1.inv("backup", "--user", "roomy", "--dir", str(small_disk),
+                    *(["--compress"] if compress else []))
+    assert result.returncode != 0, result.output
+    assert "Traceback" not in result.output, result.output
+    assert f"Backup of user roomy failed: the backup folder {small_disk} is full" in result.output
+    assert re.search(r"ran out after [\d.]+ MB of the archive", result.output), result.output
+    assert re.search(r"with [\d.]+ MB of the volume read", result.output), result.output
+    assert os.listdir(small_disk) == []  # no archive, no .sha256, no .partial
+
+
+def _hub_volume(client, copy):
+    client.volumes.create(f"{copy.project}-hub-data",
+                          labels={f"{LABEL}.project": copy.project, f"{LABEL}.role": "hub-data"})
+    put(client, copy, f"{copy.project}-hub-data", [entry("jupyterhub_cookie_secret", body=b"s")])
+
+
+def test_backup_all_goes_on_past_a_full_disk_and_lists_the_failure_last(
+        docker_client, tmp_path_factory, copies, small_disk):
+    copy = new_copy(tmp_path_factory, docker_client, copies)
+    put(docker_client, copy, volume_name(copy, "aa"), roomy_volume(), labelled_user="aa")
+    put(docker_client, copy, volume_name(copy, "zz"), [entry("notes.txt", body=b"zz\n")],
+        labelled_user="zz")
+    _hub_volume(docker_client, copy)
+    result = copy.inv("backup", "--all", "--dir", str(small_disk))
+    assert result.returncode != 0 and "Traceback" not in result.output, result.output
+    written = sorted(name for name in os.listdir(small_disk) if name.endswith(".tar"))
+    assert [name.rsplit("-", 1)[0] for name in written] == [
+        f"{copy.project}-hub-data", f"{copy.project}-user-zz"], result.output
+    last = result.stderr.strip().splitlines()
+    assert last[0] == "2 of 3 backed up; these failed:", result.output
+    assert last[1].startswith("  user aa: the backup folder") and "is full" in last[1]
+
+
+def test_backup_all_backs_up_the_users_when_the_hub_has_no_volume(
+        docker_client, tmp_path_factory, copies):
+    copy = new_copy(tmp_path_factory, docker_client, copies)
+    put(docker_client, copy, volume_name(copy, "aa"), [entry("notes.txt", body=b"aa\n")],
+        labelled_user="aa")
+    result = copy.inv("backup", "--all")
+    assert result.returncode != 0 and "Traceback" not in result.output, result.output
+    [(path, _, _)] = backed_up(result)
+    assert os.path.basename(path).startswith(f"{copy.project}-user-aa-")
+    assert result.stderr.strip().splitlines() == [
+        "1 of 2 backed up; these failed:",
+        f"  the hub's data: No volume {copy.project}-hub-data for the hub's data: run `inv build` "
+        "to make it. `inv backup --all` backs up every user volume there is."]
+
+
 # --- the hub's data -------------------------------------------------------------------------------------
 
 def test_hub_backed_up_while_serving_restores_into_a_fresh_deployment(
