@@ -157,13 +157,31 @@ def _lines(tar: TarReader, size: int):
 
 # --- the stream a restore sends to the engine --------------------------------------------------
 
+# The times the engine's put_archive sets as they are: from 1970 (it sets an earlier time
+# to 1970-01-01, Docker's system.Chtimes) up to what nanoseconds in an int64 reach (2262).
+ENGINE_TIMES = range(0, (1 << 63) // 10**9)
+
+
 def staged_stream(reader: ArchiveReader, mtime: int, before_ns=None):
     """The tar a restore puts into the volume: the archive's entries under
     RESTORE_DIR/staging, with headers we write ourselves, so the engine gets exactly what
     was checked. RESTORE_DIR/root.json holds the root's owner, mode and time, for the swap
-    to give the volume's root, and the root's time before (`before_ns`), for an undo."""
+    to give the volume's root, and the root's time before (`before_ns`), for an undo.
+    RESTORE_DIR/times.jsonl, last, lists the entries whose time the engine cannot set
+    (before 1970), for the swap to set."""
     work = Entry(path=RESTORE_DIR, kind=DIR, mode=0o700, uid=0, gid=0, mtime=mtime)
     staging = f"{RESTORE_DIR}/staging"
+    with tempfile.TemporaryFile() as times:
+        yield from _staged_entries(reader, work, staging, mtime, before_ns, times)
+        size = times.tell()
+        times.seek(0)
+        yield file_header(f"{RESTORE_DIR}/times.jsonl", size, mtime)
+        yield from iter(lambda: times.read(CHUNK), b"")
+        yield padding(size)
+    yield END_OF_ARCHIVE
+
+
+def _staged_entries(reader, work: Entry, staging: str, mtime: int, before_ns, times):
     for entry, chunks in reader.entries():
         if entry.path == ".":
             yield tar_header(RESTORE_DIR, work)
@@ -176,12 +194,13 @@ def staged_stream(reader: ArchiveReader, mtime: int, before_ns=None):
             yield root + padding(len(root))
             yield tar_header(staging, replace(work, path=staging))
             continue
+        if entry.mtime not in ENGINE_TIMES:
+            times.write(canonical_json([entry.path, entry.mtime]) + b"\n")
         link = f"{staging}/{entry.link}" if entry.kind == HARDLINK else entry.link
         yield tar_header(f"{staging}/{entry.path}", replace(entry, link=link))
         if entry.kind == FILE:
             yield from chunks
             yield padding(entry.size)
-    yield END_OF_ARCHIVE
 
 
 def commit_stream(mtime: int):

@@ -12,7 +12,9 @@ again finishes the restore or undoes it, and never mixes the two:
 
     WORK without commit       the upload did not finish or was not checked: remove WORK,
                               the volume is as it was (undo)
-    WORK/staging + commit     rename staging -> incoming: from here on, finish
+    WORK/staging + commit     give staged entries the times the engine could not set
+                              (before 1970: WORK/times.jsonl), then rename staging ->
+                              incoming: from here on, finish
     WORK/incoming             move every root entry but WORK into WORK/old, then rename
                               incoming -> place
     WORK/place                move its entries to the root, give the root the archive's
@@ -49,6 +51,21 @@ def _is_dir(path):
         return False
 
 
+def set_times(work, staging):
+    """Set the times WORK/times.jsonl lists (one [path, seconds] a line, paths relative to
+    the volume's root): those the engine's archive API sets to 1970-01-01. Run again after
+    a crash, it sets the same times. The next step's fsync of WORK commits them too (the
+    file system journals metadata in order)."""
+    try:
+        file = open(os.path.join(work, "times.jsonl"), encoding="utf-8")
+    except FileNotFoundError:
+        return
+    with file:
+        for line in file:
+            path, seconds = json.loads(line)
+            os.utime(os.path.join(staging, path), (seconds, seconds), follow_symlinks=False)
+
+
 def settle(root, owner=0):
     """Bring the volume at `root` to a whole state; returns what was done."""
     work = os.path.join(root, WORK)
@@ -79,6 +96,7 @@ def settle(root, owner=0):
     staging, incoming, place, old = (
         os.path.join(work, name) for name in ("staging", "incoming", "place", "old"))
     if _is_dir(staging):
+        set_times(work, staging)
         os.rename(staging, incoming)
         sync_dir(work)
     if _is_dir(incoming):

@@ -341,6 +341,47 @@ def test_restore_refused_while_the_users_server_runs_unless_forced(docker_client
         server.remove(force=True)
 
 
+def run_in(client, copy, volume, script):
+    """`sh -c script` in a container that mounts the volume at /v; its output."""
+    return client.containers.run(
+        "jupyterhub-deploy-base:bookworm", ["sh", "-c", script], remove=True,
+        labels={f"{LABEL}.project": copy.project}, network_disabled=True,
+        mounts=[Mount("/v", volume, type="volume", no_copy=True)]).decode()
+
+
+def precise_times(client, copy, volume):
+    """Every entry's modification time with its fraction, as the file system holds it."""
+    out = run_in(client, copy, volume, r"find /v -printf '%P\t%T@\n'")
+    return {path or ".": float(when) for path, when in
+            (line.split("\t") for line in out.splitlines())}
+
+
+def test_times_come_back_as_the_manifest_records_them_before_1970_too(docker_client, p1, p2):
+    """Times before 1970 come back (the engine alone would give 1970-01-01); a sub-second
+    part never reaches a backup (the engine's archive API sends whole seconds), so what
+    comes back is the whole second the manifest holds."""
+    volume = volume_name(p1, "old")
+    put(docker_client, p1, volume, [entry(".", tarfile.DIRTYPE, mode=0o755, mtime=T0)],
+        labelled_user="old")
+    run_in(docker_client, p1, volume, "cd /v && echo a > old.txt && mkdir olddir && "
+           "echo b > olddir/in.txt && ln -s old.txt oldlink && echo c > frac.txt && "
+           "touch -d '1969-12-31 23:59:59.5 UTC' old.txt && "
+           "touch -d '1960-05-01 12:00:00 UTC' olddir/in.txt && "
+           "touch -h -d '1955-01-01 UTC' oldlink && "
+           "touch -d '2020-01-01 00:00:00.75 UTC' frac.txt && "
+           "touch -d '1950-01-01 UTC' olddir && touch -d '1940-01-01 UTC' .")
+    result = p1.inv_ok("backup", "--user", "old")
+    [(path, _, _)] = backed_up(result)
+    recorded = {line["path"]: line["mtime"] for line in
+                archives.manifest_lines((p1.root / path).read_bytes()) if "path" in line}
+    assert recorded == {".": -946771200, "frac.txt": 1577836800, "old.txt": -1,
+                        "olddir": -631152000, "olddir/in.txt": -305121600,
+                        "oldlink": -473385600}
+    p2.inv_ok("restore", "--user", "old", "--from", str(p1.root / path))
+    assert precise_times(docker_client, p2, volume_name(p2, "old")) == {
+        key: float(value) for key, value in recorded.items()}
+
+
 # --- hostile archives ---------------------------------------------------------------------------------
 
 def _other(kind="user", user="bob", **meta):
