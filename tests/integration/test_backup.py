@@ -463,7 +463,8 @@ TERMINAL_TRAPS = "\x1b]0;pwned\x07\x1b[2J"  # retitles the window, then clears t
 def test_names_from_archives_and_volumes_reach_the_terminal_escaped(docker_client, p3, target):
     """A crafted archive's user and member names, and a volume's file names, are shown
     with their control characters escaped: no raw ESC reaches the operator's terminal."""
-    target, before = target
+    target = target[0]
+    before = snapshot(docker_client, p3, target)  # an earlier test restored into it
     folder = p3.root / "backups"
     folder.mkdir(exist_ok=True)
     crafted = {
