@@ -37,12 +37,34 @@ class ReadyDockerSpawner(DockerSpawner):
         return ip, port
 
     async def wait_for_port(self, ip: str, port: int) -> None:
-        """Return when the server listens; fail as JupyterHub would after http_timeout."""
+        """Return when the server listens; fail as JupyterHub would after http_timeout, or
+        at once when the container is gone (a server killed at start, by its memory limit
+        say, would otherwise keep the user waiting for the whole timeout)."""
         deadline = time.monotonic() + self.http_timeout
+        next_look = time.monotonic() + 1
         while not await port_open(ip, port):
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"{self._log_name} did not listen on {ip}:{port} within "
                     f"{self.http_timeout} s; see `inv logs --user {self.user.name}`."
                 )
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + 1
+                gone = await self.container_gone()
+                if gone:
+                    raise RuntimeError(f"{self._log_name} stopped before it listened ({gone}); "
+                                       "too little memory (USER_MEM_LIMIT) can do that.")
             await asyncio.sleep(self.ready_poll_interval)
+
+    async def container_gone(self) -> str:
+        """Why the server's container no longer runs, or "" while it does."""
+        from docker.errors import NotFound
+
+        try:
+            state = (await self.docker("inspect_container", self.container_id))["State"]
+        except NotFound:
+            return "its container was removed"
+        if state.get("Running"):
+            return ""
+        return (f"exit code {state.get('ExitCode')}"
+                + (", killed for lack of memory" if state.get("OOMKilled") else ""))

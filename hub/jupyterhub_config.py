@@ -1,6 +1,7 @@
 # JupyterHub configuration, driven by environment variables that docker-compose.yml
 # passes in (from .env and from `inv up`). Every setting says why it is here.
 import os
+import sys
 
 from docker.errors import NotFound
 from dotenv import dotenv_values
@@ -89,6 +90,37 @@ c.DockerSpawner.notebook_dir = "/home/jovyan/work"
 c.Spawner.default_url = "/lab"
 # Containers are disposable (the volume is not): a stopped server leaves nothing behind.
 c.DockerSpawner.remove = True
+
+# --- Each user's share of the host, and a server that cannot raise its privileges ---------------
+# `inv up` checked USER_*_LIMIT in .env against the host and hands them over converted; a hub
+# started without them (by hand) refuses to start rather than run every server unlimited.
+try:
+    mem_bytes = int(env["USER_MEM_LIMIT_BYTES"])
+    cpu_cores = float(env["USER_CPU_LIMIT_CORES"])
+    pids = int(env["USER_PIDS_LIMIT_COUNT"])
+    cull_timeout = int(env["IDLE_CULL_TIMEOUT_SECONDS"])
+    cull_max_age = int(env["IDLE_CULL_MAX_AGE_SECONDS"])
+except (KeyError, ValueError):
+    raise SystemExit("The user limits (USER_MEM_LIMIT_BYTES...) are missing: start the hub "
+                     "with `inv up`, which checks .env and sets them.")
+host_config = {
+    # A notebook server runs as uid 1000 and needs no capability at all: drop every one,
+    # and let no setuid program (su, passwd, chsh, mount) raise its privileges.
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+}
+if mem_bytes:
+    # DockerSpawner also hands it to the server as MEM_LIMIT, for tools that show it.
+    c.DockerSpawner.mem_limit = mem_bytes
+    # Swap counts against the same limit: otherwise a server could use as much swap again
+    # and slow the whole host down before its limit bites.
+    host_config["memswap_limit"] = mem_bytes
+if cpu_cores:
+    c.DockerSpawner.cpu_limit = cpu_cores  # a CFS quota of that many cores per 100 ms
+if pids:
+    host_config["pids_limit"] = pids  # processes and threads: a fork bomb stops here
+c.DockerSpawner.extra_host_config = host_config
+
 # A cold image start on a small host can take a while; give up only after a minute.
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 60
@@ -176,14 +208,47 @@ else:
     )
 
 # --- The tool's own access -------------------------------------------------------------------
-# `inv up` removes the users dropped from userlist through the REST API, with a token it
-# keeps in secrets/ (mode 0600). Its role may manage users and groups, nothing else; a
-# hub started without the file (by hand) simply has no such service.
+# `inv up` removes the users dropped from userlist through the REST API, and `inv status`
+# reads who has a server and since when, with a token it keeps in secrets/ (mode 0600). Its
+# role may manage users and groups and read servers, nothing else; a hub started without
+# the file (by hand) simply has no such service.
+services, roles = [], []
 if os.path.exists(os.path.join(secrets_dir, "hub-api-token")):
-    c.JupyterHub.services = [
-        {"name": "jupyterhub-deploy", "api_token": _read_private("hub-api-token").strip()}
-    ]
-    c.JupyterHub.load_roles = [
-        {"name": "jupyterhub-deploy", "scopes": ["admin:users", "admin:groups"],
-         "services": ["jupyterhub-deploy"]}
-    ]
+    services.append(
+        {"name": "jupyterhub-deploy", "api_token": _read_private("hub-api-token").strip()})
+    roles.append({"name": "jupyterhub-deploy", "services": ["jupyterhub-deploy"],
+                  "scopes": ["admin:users", "admin:groups", "read:servers"]})
+
+# --- Idle culling ------------------------------------------------------------------------------
+# jupyterhub-idle-culler, started (and restarted if it dies) by the hub, stops servers
+# nobody has used for IDLE_CULL_TIMEOUT and, with IDLE_CULL_MAX_AGE, any server older than
+# that. The user's volume stays; their next login starts a fresh server.
+if cull_timeout or cull_max_age:
+    # The culler sees only the last activity the hub records: the hub reads the proxy's
+    # every last_activity_interval, and each server reports its own (API requests, kernel
+    # messages, and a busy kernel: notebook/jupyterhub_deploy/) every
+    # JUPYTERHUB_ACTIVITY_INTERVAL. Both default to 300 s, which would cull servers in use
+    # under a short timeout: report four times per timeout, at most every 10 s.
+    shortest = min(t for t in (cull_timeout, cull_max_age) if t)
+    report_every = min(300, max(10, shortest // 4))
+    c.JupyterHub.last_activity_interval = report_every
+    c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(report_every)}
+    # --timeout=0 would cull every server at once: with only a maximum age, give the
+    # culler a timeout no server reaches.
+    idle_for = cull_timeout or 10 * 365 * 86400
+    services.append({
+        "name": "idle-culler",
+        # The hub hands it JUPYTERHUB_API_URL and its own token: nothing secret on this line.
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={idle_for}",
+                    f"--cull-every={report_every}",
+                    *([f"--max-age={cull_max_age}"] if cull_max_age else [])],
+    })
+    # Exactly what the culler's README asks for: find users, read their servers' activity,
+    # stop servers. Not admin:users: it never deletes a user (no --cull-users).
+    roles.append({"name": "idle-culler", "services": ["idle-culler"],
+                  "scopes": ["list:users", "read:users:activity", "read:servers",
+                             "delete:servers"]})
+
+if services:
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tasks.oauth import KEYS as OAUTH_KEYS
+from tasks.settings import OPTIONAL, REQUIRED
+
 RECORD = Path(".state") / "applied.json"
 FORMAT = 1
 # Files and folders of the project that the tasks read; the tool's own code is added too,
@@ -22,13 +25,9 @@ FORMAT = 1
 PROJECT_INPUTS = ("docker-compose.yml", ".env", "userlist", "secrets", "hub", "notebook")
 CODE_DIR = Path(__file__).resolve().parent
 CODE_INPUTS = (CODE_DIR, CODE_DIR.with_suffix(".py"))
-# Shell variables the tasks (or the engine's client) read: settings overrides, GitHub login.
-ENV_KEYS = (
-    "COMPOSE_PROJECT_NAME", "HUB_PORT", "DOCKER_NOTEBOOK_IMAGE", "BASE_IMAGE", "BUILD_CA_BUNDLE",
-    "HUB_AUTHENTICATOR", "HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS",
-    "GITHUB_CLIENT_ID", "GITHUB_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
-    "DOCKER_HOST", "DOCKER_CONTEXT",
-)
+# Shell variables the tasks (or the engine's client) read: every setting (a shell variable
+# beats .env), the GitHub OAuth app's, and where the engine is.
+ENV_KEYS = (*REQUIRED, *OPTIONAL, *OAUTH_KEYS, "DOCKER_HOST", "DOCKER_CONTEXT")
 SKIPPED = ("__pycache__", ".pytest_cache")
 
 

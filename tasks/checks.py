@@ -49,3 +49,13 @@ def require_images(client, *names: str) -> None:
     missing = [name for name in names if not image_id(client, name)]
     if missing:
         raise Exit(f"Image {', '.join(missing)} is not built yet: run `inv build` first.")
+
+
+def require_limits_fit(client, limits) -> None:
+    """Refuse per-user limits this host cannot give (its engine tells its cores and memory)."""
+    from tasks.limits import fits_host
+
+    info = client.info()
+    problems = fits_host(limits, int(info.get("NCPU") or 0), int(info.get("MemTotal") or 0))
+    if problems:
+        raise Exit("Bad settings in .env for this host:\n  " + "\n  ".join(problems))

@@ -62,7 +62,7 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     from tasks import applied
     from tasks.access import ensure_login_files
     from tasks.accounts import PASSWORDS_FILE, ensure_initial_passwords
-    from tasks.checks import require_compose, require_port_free
+    from tasks.checks import require_compose, require_limits_fit, require_port_free
     from tasks.oauth import check_login
     from tasks.project import read_model
     from tasks.upload import sync_project
@@ -74,6 +74,7 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     oauth_app = check_login(root, settings, names)
     run.ca_file  # noqa: B018  (checked here: a BUILD_CA_BUNDLE that names no file stops the task)
     client = run.client
+    require_limits_fit(client, settings.limits)
     require_compose(c)
     if starting:
         require_port_free(c, client, settings.project, settings.port)

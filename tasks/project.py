@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from invoke.exceptions import Exit
 
+from tasks.limits import hub_env
 from tasks.names import user_volume_template
 from tasks.target import compose
 
@@ -65,6 +66,7 @@ def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256=
         env["JUPYTERHUB_ADMINS"] = ",".join(users.admins)
         env["JUPYTERHUB_USERS"] = ",".join(users.users)
         env["USER_VOLUME_TEMPLATE"] = user_volume_template(settings.project)
+        env.update(hub_env(settings.limits))
     if cert_sha256:
         env["HUB_CERT_SHA256"] = cert_sha256
     if secrets_sha256:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
+from tasks import limits as user_limits
+
 REQUIRED = (
     "COMPOSE_PROJECT_NAME",
     "HUB_PORT",
@@ -14,7 +16,7 @@ REQUIRED = (
     "BUILD_CA_BUNDLE",
     "HUB_AUTHENTICATOR",
 )
-OPTIONAL = ("HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS")
+OPTIONAL = ("HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS", *user_limits.KEYS)
 AUTHENTICATORS = ("native", "github")
 DEFAULT_GITHUB_URL = "https://github.com"
 # Where distributions keep the system CA bundle (Debian/Ubuntu, then Fedora/RHEL).
@@ -38,6 +40,7 @@ class Settings:
     authenticator: str
     github_url: str = DEFAULT_GITHUB_URL
     github_allowed_orgs: tuple = ()
+    limits: user_limits.Limits = user_limits.Limits()
 
 
 def read_env_file(path: Path) -> dict:
@@ -85,6 +88,8 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
             f"GITHUB_ALLOWED_ORGS: {', '.join(map(repr, bad_orgs))} is not an organization "
             "('my-org') or a team ('my-org:team-slug', the name as in the team's URL)."
         )
+    limits, limit_problems = user_limits.parse_limits(values)
+    problems += limit_problems
     if problems:
         raise Exit("Bad settings in .env:\n  " + "\n  ".join(problems))
     return Settings(
@@ -97,6 +102,7 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
         authenticator=authenticator,
         github_url=github_url,
         github_allowed_orgs=orgs,
+        limits=limits,
     )
 
 

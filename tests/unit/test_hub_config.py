@@ -8,6 +8,7 @@ from dockerspawner import DockerSpawner
 from dockerspawner.volumenamingstrategy import default_format_volume_name
 from traitlets.config.loader import PyFileConfigLoader
 
+from tasks.limits import Limits, hub_env
 from tasks.names import labels, user_volume, user_volume_template
 
 HUB_DIR = Path(__file__).resolve().parents[2] / "hub"
@@ -20,6 +21,7 @@ ENV = {
     "JUPYTERHUB_ADMINS": "ann",
     "JUPYTERHUB_USERS": "bob,cy",
     "USER_VOLUME_TEMPLATE": user_volume_template("proj"),
+    **hub_env(Limits()),
     # Not set by compose; unset here so the shell running the tests cannot change them.
     "HUB_SECRETS_DIR": None,
     "GITHUB_URL": None,
@@ -119,17 +121,20 @@ def test_secrets_dir_moves_every_secret_path(load, secrets_dir):
             == str(secrets_dir / "initial-passwords"))
 
 
-def test_without_an_api_token_there_is_no_service(load, secrets_dir):
-    c = load(HUB_SECRETS_DIR=str(secrets_dir))
+NO_CULLING = {"IDLE_CULL_TIMEOUT_SECONDS": "0", "IDLE_CULL_MAX_AGE_SECONDS": "0"}
+
+
+def test_without_an_api_token_or_culling_there_is_no_service(load, secrets_dir):
+    c = load(HUB_SECRETS_DIR=str(secrets_dir), **NO_CULLING)
     assert "services" not in c.JupyterHub and "load_roles" not in c.JupyterHub
 
 
 def test_the_api_token_makes_a_service_that_may_only_manage_users(load, secrets_dir):
     put(secrets_dir, "hub-api-token", "t0ken\n")
-    c = load(HUB_SECRETS_DIR=str(secrets_dir))
+    c = load(HUB_SECRETS_DIR=str(secrets_dir), **NO_CULLING)
     assert c.JupyterHub.services == [{"name": "jupyterhub-deploy", "api_token": "t0ken"}]
     assert c.JupyterHub.load_roles == [{"name": "jupyterhub-deploy",
-                                        "scopes": ["admin:users", "admin:groups"],
+                                        "scopes": ["admin:users", "admin:groups", "read:servers"],
                                         "services": ["jupyterhub-deploy"]}]
 
 

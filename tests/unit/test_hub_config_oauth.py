@@ -13,6 +13,7 @@ from oauthenticator.github import GitHubOAuthenticator
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from tasks.limits import Limits, hub_env
 from tasks.names import user_volume_template
 from tasks.settings import read_env_file
 
@@ -28,6 +29,7 @@ ENV = {
     "JUPYTERHUB_ADMINS": "ann",
     "JUPYTERHUB_USERS": "bob",
     "USER_VOLUME_TEMPLATE": user_volume_template("proj"),
+    **hub_env(Limits()),
 }
 SECRET = "9f" * 20
 OAUTH_ENV = (f"GITHUB_CLIENT_ID=Iv1.abc\nGITHUB_CLIENT_SECRET={SECRET}\n"
