@@ -1,7 +1,7 @@
 """The root collection: what `inv --list` shows."""
 from invoke import Collection
 
-from tasks import lifecycle
+from tasks import lifecycle, status
 from tasks.backup import commands as backup
 from tasks.target import CONFIG_DEFAULTS
 
@@ -9,7 +9,7 @@ ns = Collection(
     lifecycle.build,
     lifecycle.up,
     lifecycle.down,
-    lifecycle.status,
+    status.status,
     lifecycle.logs,
     lifecycle.cert,
     lifecycle.notebook_image,
