@@ -1,8 +1,9 @@
 """Backup and restore of users' volumes and the hub's data: `inv backup`, `inv restore`.
 
 Everything moves through the Docker archive API on the volume's helper container, which
-is also the lock: the engine streams the volume's tar to us, we check and hash it entry by
-entry and write our archive straight to a file; a restore checks the whole archive, then
+is also the lock: the engine streams the volume's tar to us (with the sparse files a
+survey of the volume finds first left out), we check and hash it entry by entry and write
+our archive straight to a file; a restore checks the whole archive, then
 streams it back the same way and swaps it into place. Nothing runs tar in a container, no
 archive is held in memory, and nothing but the engine's API is needed.
 
@@ -16,7 +17,10 @@ archive is held in memory, and nothing but the engine's API is needed.
     tarstream   the strict tar reader: the engine's tar in a backup, ours in a restore
     rules       the rules every entry follows: paths, order, links
     streams     byte streams: no copies, hashing and file I/O in threads
-    helper      the helper container: the lock, the engine's streams, the swap's run
+    helper      the helper container: the lock, the engine's streams, the swap's run; the
+                survey's container, and the reader that covers sparse files
+    survey      run in a container before a backup: the data the files hold, sparse files
+                (stdlib only), and its findings read back
     swap        run inside the helper: finishes or undoes a restore (stdlib only)
     snapshot    run inside the hub: copies its SQLite database consistently (stdlib only)
 

@@ -20,6 +20,7 @@ from tasks.backup import streams
 from tasks.backup.archive import RESERVED, RESTORE_DIR
 from tasks.backup.tarstream import TarReader
 from tasks.backup.targets import Deployment, Target
+from tasks.backup.survey import Findings
 from tasks.names import LABEL, labels
 from tasks.show import shown
 
@@ -28,6 +29,8 @@ from tasks.show import shown
 MOUNT = "/.jupyterhub-deploy-volume"
 MOUNT_ROOT = MOUNT.rsplit("/", 1)[1]
 LOCK_ROLE = "volume-lock"
+SURVEY_ROLE = "volume-survey"
+READER_ROLE = "volume-reader"
 # Containers made from an image `docker compose build` made inherit its compose labels;
 # blank them so compose never takes a helper for one of its own containers.
 _NOT_COMPOSE = {"com.docker.compose.project": "", "com.docker.compose.service": ""}
@@ -192,6 +195,66 @@ def acquire(dep: Deployment, target: Target, operation: str):
         dep.client.api.remove_container(holder["Id"], force=True)
         print(f"removed a stale lock on {target.volume} ({lock_owner(got)}): the {reason}")
     raise Exit(f"Could not take the lock {name} on volume {target.volume}; run this again.")
+
+
+def _side_container(dep: Deployment, target: Target, suffix: str, role: str, extra_mounts=(),
+                    **options):
+    """A container of the volume besides its lock, named `<volume>.<suffix>`. The caller
+    holds the volume's lock, so one of that name is what a killed run left: it goes."""
+    import docker
+    from docker.types import Mount
+
+    name = f"{target.volume}.{suffix}"
+    for _ in range(2):
+        try:
+            return dep.client.containers.create(
+                dep.image, name=name,
+                mounts=[Mount(MOUNT, target.volume, type="volume", read_only=True,
+                              no_copy=True), *extra_mounts],
+                labels={**_NOT_COMPOSE, **labels(dep.project, role, volume=target.volume)},
+                network_disabled=True, user="0:0", read_only=True, working_dir="/",
+                security_opt=["no-new-privileges"], **options)
+        except docker.errors.APIError as error:
+            if error.status_code != 409:
+                raise
+            dep.client.api.remove_container(name, force=True)
+    raise Exit(f"Could not make the container {name}; run this again.")
+
+
+def shadowed_reader(dep: Deployment, target: Target, paths):
+    """A container to stream the volume from in which /dev/null covers each of `paths`
+    (the sparse files): the engine sends each as a character device, with no data,
+    instead of its holes as zeros. Never started; the caller removes it. The paths go
+    through the API's JSON, so each must be UTF-8 (the caller checks)."""
+    from docker.types import Mount
+
+    covers = [Mount(f"{MOUNT}/{path}", "/dev/null", type="bind", read_only=True)
+              for path in paths]
+    return _side_container(dep, target, "read", READER_ROLE, covers,
+                           command=["true"], cap_drop=["ALL"])
+
+
+def survey(dep: Deployment, target: Target) -> Findings:
+    """Run survey.py over the volume in a short-lived container: the volume mounted
+    read-only, no network, no capability but DAC_READ_SEARCH."""
+    container = _side_container(dep, target, "survey", SURVEY_ROLE,
+                                command=program_command("survey.py", MOUNT),
+                                cap_drop=["ALL"], cap_add=["DAC_READ_SEARCH"])
+    try:
+        container.start()
+        status = container.wait()
+        output = container.logs(stdout=True, stderr=False).decode("ascii", "replace")
+        errors = container.logs(stdout=False, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    try:
+        if status.get("StatusCode") == 0:
+            return Findings.parse(output)
+    except (ValueError, KeyError, TypeError):
+        pass
+    lines = (errors or output).strip().splitlines()[-20:]
+    raise Exit(f"Looking at {target.volume} before its backup failed (exit "
+               f"{status.get('StatusCode')}):\n" + "\n".join(shown(line) for line in lines))
 
 
 def release(lock) -> None:

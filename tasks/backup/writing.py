@@ -20,6 +20,7 @@ from tasks.backup.rules import TreeChecker, plan_backup_entry
 from tasks.backup.store import (Progress, free_name, remove_leftovers, shown_path,
                                 sidecar_text)
 from tasks.backup.targets import Deployment, Target, running_hub
+from tasks.backup.survey import DATA_SLACK, MAX_SPARSE, Findings
 from tasks.backup.tarstream import TarReader, header_entry
 from tasks.files import sync_dir, write_atomic
 from tasks.show import shown
@@ -35,7 +36,7 @@ class Written:
     sha256: str
     entries: int
     bytes: int
-    notes: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # (note, why): the items it is about, shown
 
 
 def tool_version(root: Path) -> str:
@@ -88,9 +89,19 @@ def drop_snapshot(hub, folder: str) -> None:
         pass  # the hub stopped meanwhile: the next hub backup replaces it; restores skip it
 
 
-def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress: bool,
-                  snapshot=None) -> Written:
-    """Stream the volume into `<name>.partial`, then checksum file, then the final name.
+class OverCap(Exception):
+    """The file data would pass the survey's cap (survey.Findings.data_cap)."""
+
+
+def _note(notes: dict, note: str, item: str, why: str = "") -> None:
+    notes.setdefault((note, why), []).append(item)
+
+
+def write_archive(dep: Deployment, source, target: Target, folder: Path, compress: bool,
+                  found: Findings, snapshot=None) -> Written:
+    """Stream the volume from `source` (its lock, or a reader that covers its sparse files)
+    into `<name>.partial`, then checksum file, then the final name. `found`: the survey of
+    the volume, whose sparse files are left out and whose data bounds the archive's.
     `snapshot`: (container, path) of a consistent copy of the hub database to archive in
     the live database's place."""
     created = datetime.now(timezone.utc)
@@ -103,6 +114,10 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
                              hub_database="online-backup" if snapshot else "as-is")
     progress = Progress(f"backing up {target.what}")
     notes = {}
+    for path, (length, data) in sorted(found.sparse.items()):
+        _note(notes, "left out a sparse file", f"'{shown(path)}' ({human_bytes(length)} long, "
+              f"{human_bytes(data)} of data)", "; its holes would be archived as zeros in "
+              "full: keep a copy of it some other way")
     checker = TreeChecker(Limits(max_bytes=1 << 62, max_entries=1 << 62))
     left_out = set()
     stream = hashing = sink = None
@@ -115,7 +130,7 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
             sink = gzip.GzipFile(fileobj=hashing, mode="wb", compresslevel=1, mtime=0) \
                 if compress else hashing
             writer = ArchiveWriter(sink, metadata)
-            stream = helper.volume_stream(lock, helper.MOUNT,
+            stream = helper.volume_stream(source, helper.MOUNT,
                                           lambda chunk: progress.add(len(chunk)))
             tar = TarReader(stream)
             while True:
@@ -124,12 +139,15 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
                     break
                 entry, problem = header_entry(header, helper.MOUNT_ROOT)
                 path = entry.path if entry else header.name[len(helper.MOUNT_ROOT) + 1:]
+                if path in found.sparse:  # covered: the engine sent /dev/null, noted above
+                    left_out.add(path)
+                    continue
                 if entry is not None:
                     entry, note = plan_backup_entry(entry, problem, left_out)
                 else:
                     note = f"left out {problem}"
                 if note:
-                    notes.setdefault(note, []).append(path)
+                    _note(notes, note, f"'{shown(path)}'", "; a restore would refuse them")
                 if entry is None:
                     left_out.add(path)
                     continue
@@ -137,8 +155,9 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
                 if snapshot and entry.path in HUB_DB_SIDE_FILES:
                     continue  # the live database's journal: the snapshot is whole without it
                 if snapshot and entry.path == HUB_DB and entry.kind == FILE:
-                    _write_snapshot(*snapshot, writer, checker, entry)
+                    _write_snapshot(*snapshot, writer, checker, entry, found.data_cap)
                     continue
+                _within_cap(entry, checker, found.data_cap)
                 checker.check(entry)
                 writer.add(entry, chunks)
             writer.close(int(created.timestamp()))
@@ -163,7 +182,10 @@ def write_archive(dep: Deployment, lock, target: Target, folder: Path, compress:
             raise Exit(f"Backup of {target.what} failed: the engine's stream of "
                        f"{target.volume} is not what it should be: {error}. Nothing was written.")
         if isinstance(error, OSError) and in_folder:
-            raise Exit(_cannot_write(target, folder, error, written, progress.done, free))
+            raise Exit(_cannot_write(target, folder, error, written, progress.done, free,
+                                     found.data))
+        if isinstance(error, OverCap):
+            raise Exit(_over_cap(target, found, *error.args))
         raise
     finally:
         progress.close()
@@ -182,22 +204,39 @@ def _discard(sink) -> None:
         pass
 
 
+def _within_cap(entry: Entry, checker: TreeChecker, cap: int) -> None:
+    if entry.kind == FILE and entry.size > cap - checker.bytes:
+        raise OverCap(entry.path, entry.size, checker.bytes)
+
+
+def _over_cap(target: Target, found: Findings, path: str, size: int, so_far: int) -> str:
+    return (f"Backup of {target.what} stopped: with '{shown(path)}' ({human_bytes(size)} long) "
+            f"its file data would pass {human_bytes(found.data_cap)}, twice the "
+            f"{human_bytes(found.data)} of data the volume's files held when the backup "
+            f"looked, plus {human_bytes(DATA_SLACK)}, the most a backup writes "
+            f"({human_bytes(so_far)} were archived before it). Files with holes the survey "
+            "did not count as sparse, or files that grew meanwhile, make this. The "
+            "unfinished archive is removed; nothing else was written.")
+
+
 def _cannot_write(target: Target, folder: Path, error: OSError, written: int, read: int,
-                  free: int) -> str:
+                  free: int, data: int) -> str:
     """What a backup says when its folder fails it: a full disk, with the figures known."""
     where = shown_path(folder)
     what = f"Backup of {target.what} failed"
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"{what}: the backup folder {where} is full ({error.strerror}). It ran out "
                 f"after {human_bytes(written)} of the archive, with {human_bytes(read)} of the "
-                f"volume read; {human_bytes(free)} was free when it began. The archive needs "
-                f"more room than that: pass --dir with a folder on a larger disk, or make "
-                f"room. The unfinished archive is removed; nothing else was written.")
+                f"volume read; {human_bytes(free)} was free when it began. The volume's files "
+                f"hold {human_bytes(data)}: the archive needs about that much room (less with "
+                "--compress, for files that shrink). Pass --dir with a folder on a larger "
+                "disk, or make room. The unfinished archive is removed; nothing else was "
+                "written.")
     return (f"{what}: cannot write to the backup folder {where} ({error.strerror}). The "
             "unfinished archive is removed; pass --dir with a folder you may write to.")
 
 
-def _write_snapshot(container, path: str, writer, checker, live: Entry) -> None:
+def _write_snapshot(container, path: str, writer, checker, live: Entry, cap: int) -> None:
     """Write the database snapshot under the live database's name, owner and mode, in its
     place in the walk order. It is read through the hub's container, not the helper: the
     engine locks a container while it streams an archive of it, so a second archive of
@@ -209,6 +248,7 @@ def _write_snapshot(container, path: str, writer, checker, live: Entry) -> None:
         if header is None or header.type not in (b"0", b"\x00"):
             raise ArchiveError("the database snapshot is missing")
         entry = replace(live, size=header.size, mtime=header.mtime)
+        _within_cap(entry, checker, cap)
         checker.check(entry)
         writer.add(entry, tar.chunks())
         if tar.next() is not None:
@@ -229,14 +269,38 @@ def backup_one(dep: Deployment, target: Target, folder: Path, compress: bool) ->
                 snapshot, result = hub_snapshot(hub, target.volume)
                 if result["result"] == "none":
                     hub, snapshot = None, ""
+        reader = None
         try:
-            return write_archive(dep, lock, target, folder, compress,
+            found = helper.survey(dep, target)  # after the snapshot: its data counts
+            _refuse_sparse(target, found)
+            if found.sparse:
+                reader = helper.shadowed_reader(dep, target, sorted(found.sparse))
+            return write_archive(dep, reader or lock, target, folder, compress, found,
                                  (hub, f"{snapshot}/{HUB_DB}") if snapshot else None)
         finally:
+            if reader is not None:
+                reader.remove(force=True)
             if hub is not None:
                 drop_snapshot(hub, snapshot)
     finally:
         helper.release(lock)
+
+
+def _refuse_sparse(target: Target, found: Findings) -> None:
+    """The sparse files a backup cannot leave out: too many, or named so that the engine's
+    API cannot name them (it speaks JSON: UTF-8 only)."""
+    fix = "Remove or rename them from the user's server, and run this again."
+    if not found.complete:
+        raise Exit(f"Backup of {target.what} refused: the volume {target.volume} holds more "
+                   f"than {MAX_SPARSE} sparse files, and a backup leaves each out by name. "
+                   + fix)
+    for path in sorted(found.sparse):
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Exit(f"Backup of {target.what} refused: the sparse file '{shown(path)}' has "
+                       "a name that is not UTF-8, which the engine's API cannot name to leave "
+                       "it out. " + fix)
 
 
 def report(target: Target, written: Written) -> None:
@@ -245,10 +309,9 @@ def report(target: Target, written: Written) -> None:
     print(f"  size:    {written.size} bytes ({human_bytes(written.size)}); "
           f"{written.entries} entries, {human_bytes(written.bytes)} of file data")
     print(f"  sha256:  {written.sha256} (in {written.path.name}.sha256)")
-    for note, paths in sorted(written.notes.items()):
-        examples = ", ".join(f"'{shown(p)}'" for p in paths[:3]) + (
-            ", ..." if len(paths) > 3 else "")
-        print(f"  note:    {note}: {len(paths)} ({examples}); a restore would refuse them")
+    for (note, why), items in sorted(written.notes.items()):
+        examples = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+        print(f"  note:    {note}: {len(items)} ({examples}){why}")
     if written.bytes > DEFAULT_MAX_BYTES:
         print(f"  note:    larger than a restore accepts by default: restore it with "
               f"--max-size {written.bytes // (1 << 30) + 1}G")

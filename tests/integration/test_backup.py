@@ -740,6 +740,68 @@ def test_backup_all_backs_up_the_users_when_the_hub_has_no_volume(
         "to make it. `inv backup --all` backs up every user volume there is."]
 
 
+# --- sparse files ---------------------------------------------------------------------------------
+
+def test_a_sparse_file_is_left_out_with_a_note_and_the_backup_stays_small(docker_client, p1, p2):
+    """A 10 TiB sparse file (`truncate -s 10T`) would stream 10 TiB of zeros from the
+    engine; the backup leaves it out, says so, and archives everything around it."""
+    files = [entry(".", tarfile.DIRTYPE, mode=0o755, mtime=T0),
+             entry("a.txt", body=b"a\n", mtime=T0 + 1),
+             entry("deep", tarfile.DIRTYPE, mode=0o750, mtime=T0 + 2),
+             entry("deep/data.bin", body=os.urandom(1 << 20), mtime=T0 + 3),
+             entry("deep/inner", tarfile.DIRTYPE, mode=0o755, mtime=T0 + 4),
+             entry("deep/inner/x.txt", body=b"x\n", mtime=T0 + 5),
+             entry("deep/zz.txt", body=b"zz\n", mtime=T0 + 6),
+             entry("z\udcff", tarfile.DIRTYPE, mode=0o755, mtime=T0 + 7),
+             entry("z\udcff/k.txt", body=b"k\n", mtime=T0 + 8)]
+    volume, reference = volume_name(p1, "sparse"), volume_name(p1, "sparse-ref")
+    put(docker_client, p1, volume, files, labelled_user="sparse")
+    put(docker_client, p1, reference, files)
+    run_in(docker_client, p1, volume, f"truncate -s 10T /v/deep/big && truncate -s 1T /v/top && "
+           f"touch -d @{T0 + 2} /v/deep && touch -d @{T0} /v")
+    run_in(docker_client, p1, reference, f"touch -d @{T0} /v")  # put_archive leaves the root's
+    # Streaming the 10 TiB would take a day (and fill the disk): 2 minutes is failure.
+    result = p1.inv("backup", "--user", "sparse", timeout=120)
+    print(f"inv backup of a volume holding a 10 TiB sparse file: {result.seconds:.1f} s")
+    assert result.returncode == 0, result.output
+    [(path, size, _)] = backed_up(result)
+    assert size < 2 << 20, size  # the 1 MiB of data and headers, not the 11 TB
+    assert ("note:    left out a sparse file: 2 ('deep/big' (11.0 TB long, 0 B of data), "
+            "'top' (1.1 TB long, 0 B of data))") in result.stdout, result.stdout
+    p2.inv_ok("restore", "--user", "sparse", "--from", str(p1.root / path))
+    assert snapshot(docker_client, p2, volume_name(p2, "sparse")) == snapshot(
+        docker_client, p1, reference)
+
+
+def test_a_sparse_file_the_engine_cannot_name_is_refused_by_name(docker_client, p1):
+    volume = volume_name(p1, "sparse-odd")
+    put(docker_client, p1, volume, [entry("keep.txt", body=b"k")], labelled_user="sparse-odd")
+    run_in(docker_client, p1, volume, "truncate -s 1T \"/v/big$(printf '\\377')\"")
+    result = p1.inv("backup", "--user", "sparse-odd", timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.output, result.output
+    assert ("Backup of user sparse-odd refused: the sparse file 'big\\xff' has a name that is "
+            "not UTF-8") in result.output, result.output
+
+
+def test_a_backup_stops_at_twice_the_data_its_files_hold(docker_client, p1):
+    """Files with holes below the sparse rule still count: 70 files of 1 MiB holding 4 KiB
+    each make 70 MiB of file data against 280 KiB held, past the cap (twice the data
+    held, plus 64 MiB): the backup stops, says why, and leaves nothing."""
+    volume = volume_name(p1, "holey")
+    put(docker_client, p1, volume, [entry(".", tarfile.DIRTYPE, mode=0o755, mtime=T0)],
+        labelled_user="holey")
+    run_in(docker_client, p1, volume,
+           "cd /v && for i in $(seq 10 79); do printf x > f$i && truncate -s 1M f$i; done")
+    folder = p1.root / "backups"
+    before = sorted(folder.glob(f"{p1.project}-user-holey-*"))
+    result = p1.inv("backup", "--user", "holey")
+    assert result.returncode != 0 and "Traceback" not in result.output, result.output
+    assert "Backup of user holey stopped: with 'f7" in result.output, result.output
+    assert re.search(r"its file data would pass 6[4-9]\.\d MB, twice the 2[0-9]{2}\.\d KB of "
+                     r"data the volume's files held", result.output), result.output
+    assert sorted(folder.glob(f"{p1.project}-user-holey-*")) == before
+
+
 # --- the hub's data -------------------------------------------------------------------------------------
 
 def test_hub_backed_up_while_serving_restores_into_a_fresh_deployment(

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tasks.backup import archive as fmt
-from tasks.backup import reading, rules, store, streams, tarstream
+from tasks.backup import reading, rules, store, streams, survey, tarstream
 from tasks.backup import swap as restore_swap
 from tests.archives import HOSTILE, Member, make_archive, metadata, oversized, volume
 
@@ -434,6 +434,54 @@ def test_metadata_round_trips_and_is_checked():
         fmt.check_metadata({**meta, "kind": "user"})
     with pytest.raises(fmt.ArchiveError, match="kind"):
         fmt.check_metadata({**meta, "kind": "other"})
+
+
+# --- sparse files: the survey ------------------------------------------------------------------------
+
+def run_survey(root) -> survey.Findings:
+    out = io.StringIO()
+    survey.Survey(os.fsencode(root), out).run()
+    return survey.Findings.parse(out.getvalue())
+
+
+def test_survey_finds_sparse_files_and_counts_each_files_data_once(tmp_path):
+    root = tmp_path / "vol"
+    make_volume(root, {"a.txt": b"hello", "sub": None, "sub/in.txt": b"x"})
+    with open(root / "sub" / "big", "wb") as big:
+        big.truncate(1 << 40)  # 1 TiB, no data
+    os.link(root / "sub" / "big", root / "sub" / "big2")
+    os.link(root / "a.txt", root / "b.txt")
+    with open(root / "half", "wb") as half:  # 1 MiB of data in 3 MiB: holes, yet not sparse
+        half.write(os.urandom(1 << 20))
+        half.truncate(3 << 20)
+    found = run_survey(root)
+    assert found.sparse == {"sub/big": (1 << 40, 0), "sub/big2": (1 << 40, 0)}
+    assert (found.data, found.files, found.complete) == (5 + (1 << 20) + 1, 4, True)
+    assert found.data_cap == 2 * found.data + (64 << 20)
+
+
+def test_survey_says_when_it_could_not_list_every_sparse_file(tmp_path, monkeypatch):
+    root = tmp_path / "vol"
+    root.mkdir()
+    for name in ("s1", "s2"):
+        with open(root / name, "wb") as file:
+            file.truncate(10 << 20)
+    monkeypatch.setattr(survey, "MAX_SPARSE", 1)
+    found = run_survey(root)
+    assert found.complete is False and list(found.sparse) == ["s1"]
+
+
+def test_survey_names_that_are_not_utf8_keep_their_bytes(tmp_path):
+    root = tmp_path / "vol"
+    root.mkdir()
+    with open(os.fsencode(root) + b"/big\xff", "wb") as big:
+        big.truncate(10 << 20)
+    assert run_survey(root).sparse == {"big\udcff": (10 << 20, 0)}
+
+
+def test_survey_findings_need_the_totals_line():
+    with pytest.raises(ValueError, match="no totals"):
+        survey.Findings.parse('{"sparse": ["big", 1, 0]}\n')
 
 
 # --- the stream a restore sends --------------------------------------------------------------------
