@@ -116,6 +116,11 @@ def _set(lines, path, key, value):
             line[key] = value
 
 
+def _hardlink(link: str, words: str) -> tuple:
+    """The small volume and a hardlink `data/zhard` to `link`: (archive, words)."""
+    return make_archive(volume(Member("data/zhard", "hardlink", link=link))), words
+
+
 # name: (archive bytes, words the refusal must contain)
 HOSTILE = {
     "absolute-path": (make_archive(volume(Member("/etc/cron.d/evil", data=b"x"))),
@@ -130,18 +135,11 @@ HOSTILE = {
     "symlink-up": (make_archive(volume(Member("data/zlink", "symlink", mode=0o777,
                                              link="sub/../../../etc"))),
                    "symlink pointing outside the volume"),
-    "hardlink-outside": (make_archive(volume(Member("data/zhard", "hardlink",
-                                                   link="etc/passwd"))),
-                         "hardlink pointing outside the volume"),
-    "hardlink-dotdot": (make_archive(volume(Member("data/zhard", "hardlink",
-                                                  link="data/../etc/passwd"))),
-                        "hardlink pointing outside the volume"),
-    "hardlink-to-folder": (make_archive(volume(Member("data/zhard", "hardlink",
-                                                   link="data/sub"))),
-                           "zhard: a hardlink to 'sub', which is a folder"),
-    "hardlink-to-nothing": (make_archive(volume(Member("data/zhard", "hardlink",
-                                                    link="data/nothere"))),
-                            "zhard: a hardlink to 'nothere', which is not in the archive"),
+    "hardlink-outside": _hardlink("etc/passwd", "hardlink pointing outside the volume"),
+    "hardlink-dotdot": _hardlink("data/../etc/passwd", "hardlink pointing outside the volume"),
+    "hardlink-to-folder": _hardlink("data/sub", "zhard: a hardlink to 'sub', which is a folder"),
+    "hardlink-to-nothing": _hardlink("data/nothere",
+                                     "zhard: a hardlink to 'nothere', which is not in the archive"),
     "write-through-symlink": (make_archive(volume(
         Member("data/tmp", "symlink", mode=0o777, link="sub"),
         Member("data/tmp/x", data=b"x"))), "without its folder before it"),

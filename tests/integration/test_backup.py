@@ -699,6 +699,7 @@ def test_a_full_backup_folder_ends_in_a_message_and_leaves_nothing(docker_client
     assert f"Backup of user roomy failed: the backup folder {small_disk} is full" in result.output
     assert re.search(r"ran out after [\d.]+ MB of the archive", result.output), result.output
     assert re.search(r"with [\d.]+ MB of the volume read", result.output), result.output
+    assert "The volume's files hold 6.3 MB: the archive needs about that much" in result.output
     assert os.listdir(small_disk) == []  # no archive, no .sha256, no .partial
 
 
