@@ -108,27 +108,49 @@ class HubClient:
         response.raise_for_status()
         return response.json()["id"]
 
-    def execute(self, username: str, kernel: str, code: str, deadline_s: float = 60) -> str:
-        """Execute `code` in a running kernel over its websocket; the text/plain result."""
+    def send(self, username: str, kernel: str, code: str) -> None:
+        """Start `code` in a running kernel and return at once, without waiting for it."""
+        ws = self._channels(username, kernel, 30)
+        try:
+            ws.send(json.dumps(self._execute_request(username, uuid.uuid4().hex, code)))
+        finally:
+            ws.close()
+
+    def _channels(self, username: str, kernel: str, timeout: float):
         # http -> ws, https -> wss: the same client talks to the hub or straight to a server.
         url = "ws" + self.base[len("http"):] + f"/user/{username}/api/kernels/{kernel}/channels"
         sslopt = {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": self.cafile} if self.cafile else {}
-        ws = websocket.create_connection(
-            url, header=[f"Authorization: token {self.token}"], sslopt=sslopt, timeout=deadline_s,
+        return websocket.create_connection(
+            url, header=[f"Authorization: token {self.token}"], sslopt=sslopt, timeout=timeout,
         )
+
+    @staticmethod
+    def _execute_request(username: str, msg_id: str, code: str) -> dict:
+        return {
+            "header": {"msg_id": msg_id, "username": username, "session": uuid.uuid4().hex,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False},
+        }
+
+    def execute(self, username: str, kernel: str, code: str, deadline_s: float = 60) -> str:
+        """Execute `code` in a running kernel over its websocket; the text/plain result."""
+        ws = self._channels(username, kernel, deadline_s)
         try:
             msg_id = uuid.uuid4().hex
-            ws.send(json.dumps({
-                "header": {"msg_id": msg_id, "username": username, "session": uuid.uuid4().hex,
-                           "msg_type": "execute_request", "version": "5.3"},
-                "parent_header": {}, "metadata": {}, "channel": "shell",
-                "content": {"code": code, "silent": False, "store_history": False,
-                            "user_expressions": {}, "allow_stdin": False},
-            }))
+            ws.send(json.dumps(self._execute_request(username, msg_id, code)))
             end = time.monotonic() + deadline_s
             seen = []
             while time.monotonic() < end:
-                message = json.loads(ws.recv())
+                # A short timeout per receive: the server's websocket pings are answered
+                # inside recv() without returning, so one long recv() could outlast the
+                # deadline by as long as the pings keep coming.
+                ws.settimeout(max(0.1, min(5.0, end - time.monotonic())))
+                try:
+                    message = json.loads(ws.recv())
+                except websocket.WebSocketTimeoutException:
+                    continue
                 if message.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind = message["msg_type"]
