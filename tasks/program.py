@@ -1,6 +1,7 @@
 """`python -m tasks`: the same tasks as `inv`, plus Fabric's `-H host` to run them on a
 remote host over SSH. Invoke's own `inv` has no -H, and Fabric's `fab` looks for a
 fabfile; this program is Fabric's with our collection and host-key checking added."""
+import shlex
 from pathlib import Path
 
 from fabric import Config, Connection, Executor
@@ -12,10 +13,16 @@ from tasks.root import ns
 
 
 def trust_hint(host: str, port: int) -> str:
-    target = host if port == 22 else f"-p {port} {host}"
+    scan = shlex.join(["ssh-keyscan", host] if port == 22 else ["ssh-keyscan", "-p", str(port), host])
     return (f"Check the host's key fingerprint with its administrator, then trust it with:\n"
-            f"  ssh-keyscan {target} >> ~/.ssh/known_hosts\n"
+            f"  {scan} >> ~/.ssh/known_hosts\n"
             "(or connect once with `ssh` and answer yes after checking the fingerprint).")
+
+
+def forget_key_line(host: str, port: int) -> str:
+    """`ssh-keygen -R` for the host as known_hosts names it, quoted: `[host]:port` is a
+    glob that zsh (macOS's shell) and bash with failglob refuse unquoted."""
+    return shlex.join(["ssh-keygen", "-R", host if port == 22 else f"[{host}]:{port}"])
 
 
 class CheckedConnection(Connection):
@@ -41,7 +48,7 @@ class CheckedConnection(Connection):
                 f"The SSH host key of {self.host} (port {self.port}) has CHANGED since it was "
                 "trusted. This can mean someone is intercepting the connection, or the server "
                 "was reinstalled. Nothing was done.\nIf the change is expected, remove the old "
-                f"key with `ssh-keygen -R {self.host if self.port == 22 else f'[{self.host}]:{self.port}'}` and "
+                f"key with:\n  {forget_key_line(self.host, self.port)}\nthen "
                 + trust_hint(self.host, self.port)[0].lower() + trust_hint(self.host, self.port)[1:]
             )
         except paramiko.SSHException as error:
