@@ -58,16 +58,34 @@ def _is_dns_name(name):
     return len(name) <= 253 and bool(_DNS_NAME.fullmatch(name)) and not last_label.isdigit()
 
 
-def cert_names(hostname: str, extra: str = "") -> list[str]:
-    """The names the hub's certificate must cover: the host, the loopback names, then `extra`."""
+def split_hostnames(text: str) -> list[str]:
+    """HUB_HOSTNAMES as documented: entries separated by commas, spaces around them dropped.
+    Only commas: a space inside an entry is a mistake to report, not a second name."""
+    return [entry.strip() for entry in text.split(",") if entry.strip()]
+
+
+def name_problem(name: str, source: str) -> str:
+    """Why `name` cannot go into the certificate, naming where it came from; "" if it can."""
+    if _ip(name) or _is_dns_name(name):
+        return ""
+    spaces = " (separate names with commas)" if any(ch.isspace() for ch in name) else ""
+    return (f"{source}: {name!r} is neither an IP address nor a DNS name{spaces}; a DNS name "
+            "has letters, digits, hyphens and dots only")
+
+
+def cert_names(hostname: str, extra=()) -> list[str]:
+    """The names the hub's certificate must cover: the host, the loopback names, then
+    `extra` (HUB_HOSTNAMES, already split)."""
     names = []
-    for item in [hostname, "localhost", "127.0.0.1", *re.split(r"[,\s]+", extra)]:
+    sources = [(hostname, "the host's name (from -H, or this machine's name)"),
+               ("localhost", ""), ("127.0.0.1", ""), *((item, "HUB_HOSTNAMES") for item in extra)]
+    for item, source in sources:
         item = item.strip()
         if not item:
             continue
-        if not (_ip(item) or _is_dns_name(item)):
-            raise CertError(f"{item!r} is neither an IP address nor a DNS name: fix it in the "
-                            "certificate names you gave (letters, digits, hyphens and dots only)")
+        problem = name_problem(item, source)
+        if problem:
+            raise CertError(problem)
         if canonical_name(item) not in names:
             names.append(canonical_name(item))
     return names

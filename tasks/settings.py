@@ -33,7 +33,7 @@ _ORG_OR_TEAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*(:[A-Za-z0-9][A-Za-z0-9_.-]
 class Settings:
     project: str
     port: int
-    hostnames: str
+    hostnames: tuple  # HUB_HOSTNAMES, one checked name each
     notebook_image: str
     base_image: str
     build_ca_bundle: str
@@ -52,6 +52,8 @@ def read_env_file(path: Path) -> dict:
 
 def parse_settings(file_values: dict, environ: dict) -> Settings:
     """Validate settings; raise Exit naming every bad or missing key and how to fix it."""
+    from tasks.certs import name_problem, split_hostnames  # cryptography: not for `inv --list`
+
     values = dict(file_values)
     values.update({k: environ[k] for k in REQUIRED + OPTIONAL if k in environ})
     missing = [k for k in REQUIRED if not values.get(k, "").strip()]
@@ -88,6 +90,8 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
             f"GITHUB_ALLOWED_ORGS: {', '.join(map(repr, bad_orgs))} is not an organization "
             "('my-org') or a team ('my-org:team-slug', the name as in the team's URL)."
         )
+    hostnames = split_hostnames(values.get("HUB_HOSTNAMES", ""))
+    problems += [p for p in (name_problem(name, "HUB_HOSTNAMES") for name in hostnames) if p]
     limits, limit_problems = user_limits.parse_limits(values)
     problems += limit_problems
     if problems:
@@ -95,7 +99,7 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
     return Settings(
         project=project,
         port=port,
-        hostnames=values.get("HUB_HOSTNAMES", "").strip(),
+        hostnames=tuple(hostnames),
         notebook_image=values["DOCKER_NOTEBOOK_IMAGE"].strip(),
         base_image=values["BASE_IMAGE"].strip(),
         build_ca_bundle=values["BUILD_CA_BUNDLE"].strip(),

@@ -19,6 +19,12 @@ def project(remote_host, tmp_path):
     return copy_project_for_remote(tmp_path / "project", remote_host)
 
 
+def set_in_env_file(root, key: str, value: str) -> None:
+    env = root / ".env"
+    lines = [line for line in env.read_text().splitlines() if not line.startswith(f"{key}=")]
+    env.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
+
+
 SHELLS = {
     # failglob: a pattern that matches no file is an error, as zsh makes it by default.
     "bash -O failglob": ["bash", "-O", "failglob", "-c"],
@@ -49,3 +55,21 @@ def test_changed_key_advice_runs_as_printed_in_a_strict_shell(project, remote_ho
                          env={"PATH": f"{stub.parent}:/usr/bin:/bin", "HOME": str(tmp_path)})
     assert ran.returncode == 0, f"{shell} refused {printed.group(0)!r}: {ran.stderr}"
     assert ran.stdout.splitlines() == ["-R", f"[{remote_host.host}]:{remote_host.ssh_port}"]
+
+
+def test_hub_hostnames_entry_with_a_space_is_refused_naming_the_setting(project):
+    set_in_env_file(project.root, "HUB_HOSTNAMES", "hub.example.org,two words.example.org")
+    result = project.inv("cert")
+    assert result.returncode != 0, result.output
+    assert "HUB_HOSTNAMES" in result.output and "'two words.example.org'" in result.output
+    assert not (project.root / "secrets" / "jupyterhub.crt").exists()
+
+
+def test_hub_hostnames_split_on_commas_give_one_name_each(project):
+    from cryptography import x509
+
+    set_in_env_file(project.root, "HUB_HOSTNAMES", " hub.example.org ,alt.example.org,")
+    project.inv_ok("cert")
+    cert = x509.load_pem_x509_certificate((project.root / "secrets" / "jupyterhub.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"hub.example.org", "alt.example.org"} <= set(names.get_values_for_type(x509.DNSName))

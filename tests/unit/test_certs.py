@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tasks import certs
-from tasks.certs import CertError, cert_names, inspect_pair, make_self_signed, plan_cert
+from tasks.certs import (CertError, cert_names, inspect_pair, make_self_signed, plan_cert,
+                         split_hostnames)
 
 NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=timezone.utc)
 NAMES = ["hub.example.org", "localhost", "127.0.0.1", "::1"]
@@ -54,8 +55,8 @@ def test_cert_names_defaults():
     assert cert_names("hub.example.org") == ["hub.example.org", "localhost", "127.0.0.1"]
 
 
-def test_cert_names_extra_split_stripped_deduplicated_in_order():
-    extra = " 10.0.0.5, alt.example.org  localhost,,*.apps.example.org ::1 hub.example.org"
+def test_cert_names_extra_stripped_deduplicated_in_order():
+    extra = (" 10.0.0.5", "alt.example.org ", "localhost", "*.apps.example.org", "::1", "hub.example.org")
     got = cert_names("Hub.Example.org", extra)
     assert got == ["hub.example.org", "localhost", "127.0.0.1", "10.0.0.5",
                    "alt.example.org", "*.apps.example.org", "::1"]
@@ -69,8 +70,18 @@ def test_cert_names_host_may_be_an_ip():
                                  "a..b", "1.2.3.456", "x" * 64 + ".org", "foo.*.org", "http://hub"])
 def test_cert_names_rejects_what_is_neither_ip_nor_dns(bad):
     with pytest.raises(CertError) as e:
-        cert_names("hub.example.org", f"ok.example.org, {bad}")
-    assert repr(bad) in str(e.value)
+        cert_names("hub.example.org", ("ok.example.org", bad))
+    assert f"HUB_HOSTNAMES: {bad!r}" in str(e.value)
+
+
+def test_cert_names_says_a_bad_host_name_is_the_hosts():
+    with pytest.raises(CertError) as e:
+        cert_names("my_laptop")
+    assert str(e.value).startswith("the host's name (from -H, or this machine's name): 'my_laptop'")
+
+
+def test_split_hostnames_splits_on_commas_only():
+    assert split_hostnames(" a.org, two words.org,,b.org ,") == ["a.org", "two words.org", "b.org"]
 
 
 def test_cert_names_label_of_63_is_fine():
@@ -243,7 +254,7 @@ def test_plan_keep_user_cert_expiring_or_uncovered_with_warning():
 
 
 def test_plan_user_cert_not_asked_for_loopback_names():
-    plan = plan_cert(*user_pair(), cert_names("hub.example.org", "::1"), NOW)
+    plan = plan_cert(*user_pair(), cert_names("hub.example.org", ("::1",)), NOW)
     assert plan == certs.CertPlan("keep", "valid until 2026-08-03, covers hub.example.org")
 
 

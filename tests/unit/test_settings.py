@@ -38,7 +38,7 @@ def refusal(file_values, environ=None):
 
 def test_good_settings():
     assert parse_settings(GOOD, {}) == Settings(
-        project="proj", port=8443, hostnames="hub.example.org",
+        project="proj", port=8443, hostnames=("hub.example.org",),
         notebook_image="quay.io/jupyter/scipy-notebook:2025-11-03",
         base_image="debian:bookworm-slim", build_ca_bundle="auto", authenticator="native",
     )
@@ -47,7 +47,7 @@ def test_good_settings():
 def test_values_are_stripped_and_hostnames_optional():
     values = {k: f"  {v} " for k, v in GOOD.items() if k != "HUB_HOSTNAMES"}
     settings = parse_settings(values, {})
-    assert (settings.project, settings.port, settings.hostnames) == ("proj", 8443, "")
+    assert (settings.project, settings.port, settings.hostnames) == ("proj", 8443, ())
     assert settings.base_image == "debian:bookworm-slim"
 
 
@@ -64,7 +64,18 @@ def test_blank_values_count_as_missing():
 def test_environment_overrides_the_file_as_compose_does():
     environ = {"COMPOSE_PROJECT_NAME": "other", "HUB_PORT": "443", "HUB_HOSTNAMES": "x.org"}
     settings = parse_settings(GOOD, environ)
-    assert (settings.project, settings.port, settings.hostnames) == ("other", 443, "x.org")
+    assert (settings.project, settings.port, settings.hostnames) == ("other", 443, ("x.org",))
+
+
+def test_hub_hostnames_split_on_commas_only():
+    settings = parse_settings(with_(HUB_HOSTNAMES=" a.example.org,10.0.0.5 ,, b.example.org,"), {})
+    assert settings.hostnames == ("a.example.org", "10.0.0.5", "b.example.org")
+
+
+def test_a_hub_hostnames_entry_with_a_space_is_named_with_the_setting():
+    message = refusal(with_(HUB_HOSTNAMES="a.example.org,two words.example.org"))
+    assert "HUB_HOSTNAMES: 'two words.example.org' is neither" in message
+    assert "separate names with commas" in message
 
 
 def test_environment_supplies_keys_the_file_lacks():
