@@ -274,8 +274,6 @@ def down(c):
             "follow": "keep printing new lines", "tail": "how many lines to start with"})
 def logs(c, user="", follow=False, tail=200):
     """Show the hub's log, or a user's server log with --user NAME."""
-    import sys
-
     from tasks.checks import labelled_containers
     from tasks.userlist import check_name
 
@@ -288,8 +286,8 @@ def logs(c, user="", follow=False, tail=200):
         # that, the container's name need not be worked out again here.
         found = labelled_containers(run.client, settings.project, "user-server", user=user)
         if not found:
-            print(f"No such container: no server of {user} in {settings.project}", file=sys.stderr)
-            return
+            raise Exit(f"{user} has no server in {settings.project}: it starts when they log "
+                       "in, or from the admin panel; then run this again.")
         run.c.run(shlex.join(["docker", "logs", "--tail", str(int(tail)), *follow_flag,
                               found[0].name]), warn=True)
     else:

@@ -75,6 +75,18 @@ class Deployment:
         return getattr(client, kind).list(filters=filters)
 
 
+def engine_state(client, d) -> dict:
+    """What must not change when nothing should: the deployment's containers (id, state,
+    start time, image), its images, volumes and networks."""
+    containers = sorted((ct.name, ct.id, ct.status, ct.attrs["State"]["StartedAt"],
+                         ct.attrs["Image"])
+                        for ct in d.labelled(client, "containers"))
+    return {"containers": containers,
+            "images": sorted(image.id for image in d.labelled(client, "images")),
+            "volumes": sorted(v.name for v in d.labelled(client, "volumes")),
+            "networks": sorted(n.id for n in d.labelled(client, "networks"))}
+
+
 def copy_project(root: Path) -> Path:
     """A copy of the project as a user would have it: tracked files, our userlist, no secrets."""
     for name in PROJECT_FILES:

@@ -393,12 +393,15 @@ def test_logs_of_a_user_server_by_its_escaped_name_and_following(project, engine
     assert seam.lines == ["docker logs --tail 20 --follow proj-user-a-2eb"]
 
 
-def test_logs_of_a_user_without_a_server_says_so(project, engine, capsys):
+def test_logs_of_a_user_without_a_server_fails_naming_why(project, engine):
     engine()
     seam, c = recording_context(project)
-    lifecycle.logs(c, user="alice")
+    with pytest.raises(Exit) as caught:
+        lifecycle.logs(c, user="alice")
+    assert caught.value.code == 1 and caught.value.message == (
+        "alice has no server in proj: it starts when they log in, or from the admin panel; "
+        "then run this again.")
     assert c.run.call_count == 0
-    assert "No such container: no server of alice in proj" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("user", ["a;rm -rf /", "$(id)", "../hub", "Alice", "-f"])
