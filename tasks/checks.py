@@ -48,7 +48,8 @@ def require_images(client, *names: str) -> None:
 
     missing = [name for name in names if not image_id(client, name)]
     if missing:
-        raise Exit(f"Image {', '.join(missing)} is not built yet: run `inv build` first.")
+        raise Exit(f"Image {', '.join(missing)} is not on this host: run `inv build` first (it "
+                   "builds the images, and pulls DOCKER_NOTEBOOK_IMAGE when it names another).")
 
 
 def require_limits_fit(client, limits) -> None:

@@ -59,7 +59,6 @@ def plan_certificate(c, root: Path, settings):
 def preflight(run: Run, starting: bool = False) -> Ready:
     """Check every input before anything is changed; then prepare the files the hub reads
     (certificate, initial passwords) and give a remote host its copy of the project."""
-    from tasks import applied
     from tasks.access import ensure_login_files
     from tasks.accounts import PASSWORDS_FILE, ensure_initial_passwords
     from tasks.checks import require_compose, require_limits_fit, require_port_free
@@ -78,8 +77,8 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     require_compose(c)
     if starting:
         require_port_free(c, client, settings.project, settings.port)
-    # Checked: from here things may change. The record comes back when `inv up` succeeds.
-    applied.forget(run.record)
+    # Checked. What follows writes only files the record's digest covers: a refused run
+    # (an image missing, say) leaves the record as it was; begin_changes drops it.
     with run.writing_secrets():
         cert = ensure_certificate(c, root, settings, (names, plan))
         added = ensure_initial_passwords(root / "secrets", users.everyone)
@@ -91,6 +90,14 @@ def preflight(run: Run, starting: bool = False) -> Ready:
         print(synced)
     model = read_model(c, compose_env(settings))
     return Ready(run, users, model, names, cert, run.inputs)
+
+
+def begin_changes(ready: Ready) -> None:
+    """Called as the first step that changes the engine begins: the record of the last
+    `inv up` no longer holds until this run's `inv up` writes it again."""
+    from tasks import applied
+
+    applied.forget(ready.run.record)
 
 
 def ensure_network_and_volumes(ready: Ready) -> None:
@@ -144,6 +151,7 @@ def notebook_image(c):
     from tasks.images import ensure_notebook_image, is_project_image
 
     ready = preflight(Run.of(c))
+    begin_changes(ready)
     env = _build_env(ready) if is_project_image(ready.settings, ready.model) else compose_env(ready.settings)
     print(ensure_notebook_image(ready.run.c, ready.client, ready.root, ready.settings, ready.model, env))
 
@@ -152,6 +160,7 @@ def build_steps(ready: Ready) -> None:
     from tasks.images import ensure_hub_image, ensure_notebook_image
 
     c = ready.run.c
+    begin_changes(ready)
     ensure_network_and_volumes(ready)
     env = _build_env(ready)
     print(ensure_hub_image(c, ready.client, ready.root, ready.model, env))
@@ -168,6 +177,7 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
     c, settings, info = ready.run.c, ready.settings, ready.cert
     if not after_build:  # build_steps has made the images, the network and the volume
         require_images(ready.client, ready.model.hub_image, settings.notebook_image)
+        begin_changes(ready)
         ensure_network_and_volumes(ready)
     env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
                       secrets_sha256=secrets_fingerprint(ready.root / "secrets"))

@@ -35,3 +35,15 @@ def test_logs_of_a_user_without_a_server_fails_with_one_line(up):
     assert result.output.strip().splitlines() == [
         f"alice has no server in {up.project}: it starts when they log in, or from the "
         "admin panel; then run this again."]
+
+
+# --- a refused run keeps the record ---------------------------------------------------------------
+
+def test_a_refused_up_leaves_the_record_of_the_last_up_as_it_was(up, docker_client):
+    before, record = engine_state(docker_client, up), record_of(up)
+    result = up.inv("up", env={"DOCKER_NOTEBOOK_IMAGE": "jht-no-such-image:1"})
+    assert result.returncode == 1, result.output
+    assert "jht-no-such-image:1 is not on this host" in result.output, result.output
+    assert record_of(up) == record
+    assert engine_state(docker_client, up) == before
+    assert "nothing changed since the last `inv up`" in up.inv_ok("up").output
