@@ -268,7 +268,7 @@ def down(c):
     from tasks import applied
     from tasks.checks import require_compose
 
-    run = Run.of(c)
+    run = Run.of(c, "down", would="stop every user server, then the hub")
     settings, client = run.settings, run.client
     require_compose(run.c)
     applied.forget(run.record)
@@ -287,7 +287,7 @@ def logs(c, user="", follow=False, tail=200):
     from tasks.checks import labelled_containers
     from tasks.userlist import check_name
 
-    run = Run.of(c)
+    run = Run.looking(c)  # reads only: under -R/--dry it echoes the log command
     settings = run.settings
     follow_flag = ["--follow"] if follow else []
     if user:

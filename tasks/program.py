@@ -29,8 +29,12 @@ class CheckedConnection(Connection):
     """Fabric's Connection, minus its default of accepting any host key (fabric#1804):
     keys must be in ~/.ssh/known_hosts, and an unknown or changed key stops the task."""
 
+    # Declared here so they are plain attributes: a Connection sends unknown ones to config.
+    given_host = ""  # the host as given to -H, for the commands messages name (tasks/target.py)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.given_host = kwargs.get("host") or (args[0] if args else "")
         import paramiko
 
         known_hosts = Path.home() / ".ssh" / "known_hosts"

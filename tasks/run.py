@@ -13,12 +13,28 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from invoke.exceptions import Exit
+
 from tasks.settings import load_settings, resolve_ca_bundle
 from tasks.target import (
-    applied_record, deploy_dir, docker_client, engine_id, host_name, project_dir,
+    applied_record, command_line, deploy_dir, docker_client, engine_id, host_name, project_dir,
 )
 
 _RUNS = "_jupyterhub_deploy_runs"  # a plain attribute of the Config, not a config value
+
+
+def refuse_dry(c, task=(), would: str = "change the deployment") -> None:
+    """Stop a task that changes things, under -R/--dry, before it does anything.
+
+    Invoke's and Fabric's --dry echoes each command instead of running it; but these tasks
+    also act through Docker's API (stopping a user's server, say) and write files, which
+    nothing echoes. Rather than act under --dry, they say what they would do and stop."""
+    if not c.config.run.dry:
+        return
+    what = f"`{command_line(c, *task)}`" if task else "This task"
+    raise Exit(f"-R/--dry: nothing was done. {what} would {would}. It acts through Docker's "
+               "API and on files as well as by commands, and --dry can only echo commands, so "
+               "its steps are not simulated: run it without -R/--dry to do it.")
 
 
 @dataclass(eq=False)
@@ -33,8 +49,17 @@ class Run:
     said_unchanged: bool = field(default=False, init=False)
 
     @classmethod
-    def of(cls, c) -> "Run":
-        """The run of c's engine on this command line, made on first use."""
+    def of(cls, c, *task, would: str = "change the deployment") -> "Run":
+        """The run of c's engine on this command line, made on first use, for a task that
+        changes things: under -R/--dry it stops here, before anything is done (refuse_dry).
+        `task` is the command line's words for it ("down"), `would` what it would do."""
+        refuse_dry(c, task, would)
+        return cls.looking(c)
+
+    @classmethod
+    def looking(cls, c) -> "Run":
+        """The run for a task that only looks (status, logs): it runs under -R/--dry too,
+        where the commands it would run are echoed and its Docker API reads answer."""
         runs = vars(c.config).get(_RUNS)
         if runs is None:
             runs = {}

@@ -239,7 +239,7 @@ def status(c, json_=False):
     time; exits non-zero when the hub is not up."""
     from tasks.run import Run
 
-    report = collect(Run.of(c))
+    report = collect(Run.looking(c))  # reads only: it runs under -R/--dry too
     if json_:
         print(json.dumps(report, indent=1))
     else:

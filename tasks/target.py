@@ -41,6 +41,21 @@ def deploy_dir(c) -> str:
     return str(project_dir(c))
 
 
+def given_host(c) -> str:
+    """The remote host as the operator gave it to -H (`admin@hub.example.org`, or an alias
+    from ~/.ssh/config), for messages; tasks/program.py keeps it on the connection."""
+    return getattr(c, "given_host", "") or c.original_host
+
+
+def command_line(c, *words) -> str:
+    """The command that runs a task where the operator is: `inv up` here (or with no `c`);
+    over SSH `python -m tasks -H HOST up`, with the host as they gave it. Every message that
+    tells the operator to run a task renders the command here."""
+    if c is not None and is_remote(c):
+        return shlex.join(["python", "-m", "tasks", "-H", given_host(c), *words])
+    return shlex.join(["inv", *words])
+
+
 def host_name(c) -> str:
     """The name people use to reach the hub: this machine's name, or the SSH target's."""
     return c.host if is_remote(c) else socket.gethostname()

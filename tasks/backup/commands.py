@@ -10,6 +10,7 @@ from pathlib import Path
 from invoke import task
 from invoke.exceptions import Exit
 
+from tasks.run import refuse_dry
 from tasks.target import project_dir
 
 DEFAULTS = {"dir": "backups", "compress": False, "max_size": "100G"}
@@ -77,9 +78,11 @@ def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=Fal
     if user:
         check_name(user)
     folder = backup_folder(c, dir_)
-    if list_:
+    if list_:  # reads only: runs under -R/--dry too
         print_backups(folder)
         return
+    refuse_dry(c, ["backup", *chosen, *([user] if user else [])],
+               would=f"write an archive of each volume it names into {folder}")
     compress = bool(compress or _config(c, "compress"))
     with engine_errors("Backup"):
         dep = prepare(c)
@@ -135,6 +138,8 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
 
     if bool(user) == bool(hub):
         raise Exit("Say what to restore: --user NAME or --hub, and --from FILE.")
+    refuse_dry(c, ["restore", "--user", user] if user else ["restore", "--hub"],
+               would="replace the volume's files with the archive's")
     if not from_:
         raise Exit("Say which archive to restore with --from FILE (`inv backup --list` shows "
                    "them).")

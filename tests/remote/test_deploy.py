@@ -67,6 +67,28 @@ def test_second_deploy_is_a_quick_no_op(remote_deployment, remote_host):
     assert stats["channels"] <= 10, stats
 
 
+def project_files(root) -> dict:
+    """path -> (size, mtime, mode) of every file in the project folder, but for what Python
+    and the test's SSH counter write there."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_mode)
+            for p in sorted(root.rglob("*"))
+            if "__pycache__" not in p.parts and p.name != ".ssh-stats.json"}
+
+
+def test_a_dry_run_down_leaves_the_users_server_and_the_files_alone(remote_deployment, remote_host):
+    d = remote_deployment
+    server = f"{d.project}-user-admin"
+    inspect = ("inspect", "--format", "{{.Id}} {{.State.Running}}", server)
+    before = remote_host.docker(*inspect).stdout.strip()
+    assert before.endswith(" true"), before  # admin's server from the first test runs
+    files = project_files(d.root)
+    result = d.inv("-R", "down")
+    assert remote_host.docker(*inspect).stdout.strip() == before, result.output
+    assert project_files(d.root) == files
+    assert result.returncode != 0 and "--dry" in result.output, result.output
+    assert f"`python -m tasks -H {remote_host.alias} down`" in result.output
+
+
 def test_a_changed_host_key_is_refused(remote_deployment, remote_host):
     d = remote_deployment
     remote_host.recreate_host_key()
