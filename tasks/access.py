@@ -33,16 +33,13 @@ class HubAPIError(Exception):
 
 def ensure_api_token(secrets_dir: Path) -> str:
     """The token the hub registers for this tool (service `jupyterhub-deploy`, scopes to
-    manage users and groups only); made once, mode 0600, never printed."""
-    import os
-
+    manage users and groups only); made once, mode 0600, never printed. A file others can
+    read was refused before (tasks/secretfiles.py)."""
     from tasks.files import write_private
 
     path = secrets_dir / TOKEN_FILE
     if not path.exists():
         write_private(path, secrets.token_hex(32) + "\n")
-    elif path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)  # the hub refuses a token file others can read
     return path.read_text(encoding="utf-8").strip()
 
 

@@ -4,7 +4,6 @@
 secrets/initial-passwords (mode 0600); the hub creates those accounts before it serves
 its first request (hub/hubauth.py). People change their password at /hub/change-password.
 """
-import os
 import secrets
 from pathlib import Path
 
@@ -41,11 +40,11 @@ def plan_passwords(text: str, names, make=lambda: secrets.token_urlsafe(12)):
 
 
 def ensure_initial_passwords(secrets_dir: Path, names) -> list:
+    """The names given a password. A file others can read was refused before
+    (tasks/secretfiles.py)."""
     path = secrets_dir / PASSWORDS_FILE
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     new_text, added = plan_passwords(text, names)
     if added:
         write_private(path, new_text)
-    elif path.exists() and path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)  # the hub refuses a file others can read
     return added

@@ -40,6 +40,16 @@ class Ready:
         return self.run.client
 
 
+def checked_run(c) -> Run:
+    """The run of c's engine once secrets/ is known to be private: the first check of every
+    task that reads or writes secrets/, before even the quick check."""
+    from tasks.secretfiles import require_private
+
+    run = Run.of(c)
+    require_private(run.root)
+    return run
+
+
 def _cert_error(error) -> Exit:
     return Exit(f"TLS certificate: {error}")
 
@@ -132,7 +142,7 @@ def ensure_certificate(c, root: Path, settings, planned=None):
 @task
 def cert(c):
     """Make or renew the self-signed TLS certificate, or check the one you put in secrets/."""
-    run = Run.of(c)
+    run = checked_run(c)
     ensure_certificate(run.c, run.root, run.settings)
 
 
@@ -150,7 +160,7 @@ def notebook_image(c):
     """Build the user image from notebook/, or pull DOCKER_NOTEBOOK_IMAGE if it names another."""
     from tasks.images import ensure_notebook_image, is_project_image
 
-    ready = preflight(Run.of(c))
+    ready = preflight(checked_run(c))
     begin_changes(ready)
     env = _build_env(ready) if is_project_image(ready.settings, ready.model) else compose_env(ready.settings)
     print(ensure_notebook_image(ready.run.c, ready.client, ready.root, ready.settings, ready.model, env))
@@ -212,7 +222,7 @@ def build(c):
     """Create the network, volumes and certificate, and build the hub and user images."""
     from tasks.quick import quick_build
 
-    run = Run.of(c)
+    run = checked_run(c)
     if quick_build(run):
         return
     build_steps(preflight(run))
@@ -223,7 +233,7 @@ def up(c):
     """Start the hub (after `inv build`) and wait until it answers over HTTPS."""
     from tasks.quick import quick_up
 
-    run = Run.of(c)
+    run = checked_run(c)
     if quick_up(run):
         return
     up_steps(preflight(run, starting=True))
@@ -234,7 +244,7 @@ def deploy(c):
     """Set up or update everything (here, or on -H host): files, images, certificate, hub."""
     from tasks.quick import quick_build, quick_up
 
-    run = Run.of(c)
+    run = checked_run(c)
     if quick_build(run) and quick_up(run):
         return
     ready = preflight(run, starting=True)

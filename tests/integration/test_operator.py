@@ -47,3 +47,40 @@ def test_a_refused_up_leaves_the_record_of_the_last_up_as_it_was(up, docker_clie
     assert record_of(up) == record
     assert engine_state(docker_client, up) == before
     assert "nothing changed since the last `inv up`" in up.inv_ok("up").output
+
+
+# --- secrets others can read ----------------------------------------------------------------------
+
+OPEN_SECRETS = {
+    "secrets/jupyterhub.key": (0o644, "chmod 600 secrets/jupyterhub.key"),
+    "secrets": (0o755, "chmod 700 secrets"),
+    "secrets/initial-passwords": (0o640, "chmod 600 secrets/initial-passwords"),
+    "secrets/hub-api-token": (0o604, "chmod 600 secrets/hub-api-token"),
+}
+
+
+@pytest.mark.parametrize("task", ["build", "up", "deploy"])
+@pytest.mark.parametrize("path", sorted(OPEN_SECRETS))
+def test_a_secret_others_can_read_is_refused_before_anything_changes(up, docker_client, path,
+                                                                      task):
+    mode, fix = OPEN_SECRETS[path]
+    target = up.root / path
+    saved = target.stat().st_mode & 0o7777
+    before, record = engine_state(docker_client, up), record_of(up)
+    target.chmod(mode)
+    try:
+        result = up.inv(task)
+        modes_after = {p.name: p.stat().st_mode & 0o7777 for p in (up.root / "secrets").iterdir()}
+    finally:
+        target.chmod(saved)
+    assert result.returncode == 1, result.output
+    assert f"{path} can be read by other users (mode {mode:04o})" in result.output, result.output
+    assert f"run `{fix}`" in result.output
+    assert "nothing changed" not in result.output and "Traceback" not in result.output
+    assert engine_state(docker_client, up) == before and record_of(up) == record
+    assert modes_after.get(target.name, mode) == mode  # refused, not quietly changed
+
+
+def test_the_certificate_may_be_read_by_everyone(up):
+    assert (up.root / "secrets" / "jupyterhub.crt").stat().st_mode & 0o777 == 0o644
+    assert "nothing changed since the last `inv up`" in up.inv_ok("up").output

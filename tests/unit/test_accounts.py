@@ -101,16 +101,6 @@ def test_new_name_is_appended_and_old_passwords_kept(tmp_path):
     assert mode(path) == 0o600
 
 
-@pytest.mark.parametrize("names, added", [(("ann",), []), (("ann", "bob"), ["bob"])])
-def test_a_file_others_can_read_is_made_private(tmp_path, names, added):
-    path = tmp_path / PASSWORDS_FILE
-    path.write_text("ann secret\n")
-    path.chmod(0o644)
-    assert ensure_initial_passwords(tmp_path, names) == added
-    assert mode(path) == 0o600
-    assert parse_passwords(path.read_text())["ann"] == "secret"
-
-
 def test_a_private_file_is_not_touched(tmp_path):
     path = tmp_path / PASSWORDS_FILE
     path.write_text("ann secret\n")
