@@ -17,34 +17,49 @@ HEADER = (
 )
 
 
+def _name(line: str):
+    """The name a line gives a password to (as hub/hubauth.py reads it: split on any
+    whitespace), or None for a blank line or a comment."""
+    line = line.strip()
+    return line.split(None, 1)[0] if line and not line.startswith("#") else None
+
+
 def parse_passwords(text: str) -> dict:
     pairs = {}
     for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            name, *rest = line.split(None, 1)  # as hub/hubauth.py reads it: any whitespace
-            pairs[name] = rest[0].strip() if rest else ""
+        name = _name(line)
+        if name is not None:
+            rest = line.strip()[len(name):].strip()
+            pairs[name] = rest
     return pairs
 
 
 def plan_passwords(text: str, names, make=lambda: secrets.token_urlsafe(12)):
-    """The file's new text and the names that got a password; existing lines are kept."""
-    known = parse_passwords(text)
+    """(the file's new text, the names that got a password, the names whose line went).
+    Lines of names still listed are kept; a name no longer listed loses its line, so that
+    listing it again later gives it a new password rather than the old one back."""
+    names = list(names)
+    listed = set(names)
+    lines = text.splitlines(keepends=True)
+    removed = [name for line in lines if (name := _name(line)) is not None and name not in listed]
+    if removed:
+        lines = [line for line in lines if _name(line) is None or _name(line) in listed]
+    known = {_name(line) for line in lines}
     added = [name for name in names if name not in known]
-    if not added:
-        return text, []
-    body = text if text else HEADER
+    if not added and not removed:
+        return text, [], []
+    body = "".join(lines) if lines else HEADER
     if body and not body.endswith("\n"):
         body += "\n"
-    return body + "".join(f"{name} {make()}\n" for name in added), added
+    return body + "".join(f"{name} {make()}\n" for name in added), added, removed
 
 
-def ensure_initial_passwords(secrets_dir: Path, names) -> list:
-    """The names given a password. A file others can read was refused before
-    (tasks/secretfiles.py)."""
+def ensure_initial_passwords(secrets_dir: Path, names) -> tuple:
+    """(names given a password, names whose line was removed); the file is rewritten only
+    when either is not empty. Its mode was checked before (tasks/secretfiles.py)."""
     path = secrets_dir / PASSWORDS_FILE
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    new_text, added = plan_passwords(text, names)
-    if added:
+    new_text, added, removed = plan_passwords(text, names)
+    if added or removed:
         write_private(path, new_text)
-    return added
+    return added, removed

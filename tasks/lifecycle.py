@@ -91,9 +91,12 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     # (an image missing, say) leaves the record as it was; begin_changes drops it.
     with run.writing_secrets():
         cert = ensure_certificate(c, root, settings, (names, plan))
-        added = ensure_initial_passwords(root / "secrets", users.everyone)
+        added, removed = ensure_initial_passwords(root / "secrets", users.everyone)
         if added:
             print(f"initial passwords for {', '.join(added)}: in secrets/{PASSWORDS_FILE} (mode 0600)")
+        if removed:
+            print(f"initial passwords: removed the line{'s' if len(removed) > 1 else ''} of "
+                  f"{', '.join(removed)} (no longer in userlist)")
         print(ensure_login_files(root / "secrets", oauth_app))
     synced = sync_project(run)
     if synced:

@@ -84,3 +84,36 @@ def test_a_secret_others_can_read_is_refused_before_anything_changes(up, docker_
 def test_the_certificate_may_be_read_by_everyone(up):
     assert (up.root / "secrets" / "jupyterhub.crt").stat().st_mode & 0o777 == 0o644
     assert "nothing changed since the last `inv up`" in up.inv_ok("up").output
+
+
+# --- a removed name's password goes with it -------------------------------------------------------
+
+def password_lines(d):
+    text = (d.root / "secrets" / "initial-passwords").read_text()
+    return {line.split()[0]: line.split()[1] for line in text.splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
+def test_a_name_removed_from_userlist_loses_its_initial_password(up):
+    from hubclient import HubClient
+
+    userlist = up.root / "userlist"
+    shipped = userlist.read_text()
+    try:
+        userlist.write_text(shipped + "carol\n")
+        up.inv_ok("up")
+        first = password_lines(up)["carol"]
+        assert HubClient(up.url, up.cafile).login("carol", first).status_code == 302
+        userlist.write_text(shipped)
+        result = up.inv_ok("up")
+        assert "carol" not in password_lines(up)
+        assert "initial passwords: removed the line of carol (no longer in userlist)" in result.output
+        userlist.write_text(shipped + "carol\n")
+        up.inv_ok("up")
+        second = password_lines(up)["carol"]
+        assert second != first
+        assert HubClient(up.url, up.cafile).login("carol", first).status_code == 200  # refused
+        assert HubClient(up.url, up.cafile).login("carol", second).status_code == 302
+    finally:
+        userlist.write_text(shipped)
+        up.inv_ok("up")
