@@ -16,7 +16,9 @@ pytestmark = pytest.mark.remote
 
 @pytest.fixture
 def project(remote_host, tmp_path):
-    return copy_project_for_remote(tmp_path / "project", remote_host)
+    root = tmp_path / "project"
+    root.mkdir()
+    return copy_project_for_remote(root, remote_host)
 
 
 def set_in_env_file(root, key: str, value: str) -> None:
