@@ -86,12 +86,22 @@ def make_debian_base(c, suite: str, tag: str) -> None:
         c.run(shlex.join([*sudo, "rm", "-rf", "--one-file-system", rootfs]), hide=True, warn=True)
 
 
-def ensure_base_image(c, client, configured: str) -> str:
-    """The image to build FROM: the configured one if present or pullable, else a local Debian."""
-    if image_id(client, configured):
-        return configured
+def ensure_base_image(c, client, configured: str, pull_first: bool = False) -> str:
+    """The image to build FROM, said in one line: the base already here (the configured
+    image, else the Debian made for it), pulled only when asked (`--pull`) or when there
+    is none; else a local Debian made with debootstrap."""
+    if not pull_first:
+        here = base_in_use(client, configured)
+        if here == configured:
+            print(f"base image: {configured}")
+            return here
+        if here:
+            print(f"base image: {here}, made locally with debootstrap for {configured} "
+                  "(`inv build --pull` tries the registry)")
+            return here
     print(f"Pulling base image {configured}...")
     if pull(client, configured):
+        print(f"base image: {configured}")
         return configured
     suite = debian_suite(configured)
     if suite is None:
@@ -103,7 +113,8 @@ def ensure_base_image(c, client, configured: str) -> str:
     local = LOCAL_BASE.format(suite=suite)
     if not image_id(client, local):
         make_debian_base(c, suite, local)
-    print(f"Using {local}, made locally with debootstrap, because {configured} cannot be pulled.")
+    print(f"base image: {local}, made locally with debootstrap, because {configured} "
+          "cannot be pulled")
     return local
 
 

@@ -149,11 +149,11 @@ def cert(c):
     ensure_certificate(run.c, run.root, run.settings)
 
 
-def _build_env(ready: Ready) -> dict:
+def _build_env(ready: Ready, pull: bool = False) -> dict:
     from tasks.images import ensure_base_image
 
     c = ready.run.c
-    base = ensure_base_image(c, ready.client, ready.settings.base_image)
+    base = ensure_base_image(c, ready.client, ready.settings.base_image, pull_first=pull)
     ca_file = build_ca_file(c, ready.run.ca_file)
     return compose_env(ready.settings, base_image=base, ca_file=ca_file)
 
@@ -169,13 +169,13 @@ def notebook_image(c):
     print(ensure_notebook_image(ready.run.c, ready.client, ready.root, ready.settings, ready.model, env))
 
 
-def build_steps(ready: Ready) -> None:
+def build_steps(ready: Ready, pull: bool = False) -> None:
     from tasks.images import ensure_hub_image, ensure_notebook_image
 
     c = ready.run.c
     begin_changes(ready)
     ensure_network_and_volumes(ready)
-    env = _build_env(ready)
+    env = _build_env(ready, pull)
     print(ensure_hub_image(c, ready.client, ready.root, ready.model, env))
     print(ensure_notebook_image(c, ready.client, ready.root, ready.settings, ready.model, env))
 
@@ -220,15 +220,18 @@ def login_hint(ready: Ready) -> str:
     return f"admins: {', '.join(ready.users.admins)}; {how}"
 
 
-@task
-def build(c):
+PULL_HELP = {"pull": "try to pull a newer base image first (otherwise the one here is used)"}
+
+
+@task(help=PULL_HELP)
+def build(c, pull=False):
     """Create the network, volumes and certificate, and build the hub and user images."""
     from tasks.quick import quick_build
 
     run = checked_run(c)
-    if quick_build(run):
+    if not pull and quick_build(run):
         return
-    build_steps(preflight(run))
+    build_steps(preflight(run), pull)
 
 
 @task
@@ -242,16 +245,16 @@ def up(c):
     up_steps(preflight(run, starting=True))
 
 
-@task
-def deploy(c):
+@task(help=PULL_HELP)
+def deploy(c, pull=False):
     """Set up or update everything (here, or on -H host): files, images, certificate, hub."""
     from tasks.quick import quick_build, quick_up
 
     run = checked_run(c)
-    if quick_build(run) and quick_up(run):
+    if not pull and quick_build(run) and quick_up(run):
         return
     ready = preflight(run, starting=True)
-    build_steps(ready)
+    build_steps(ready, pull)
     up_steps(ready, after_build=True)
 
 

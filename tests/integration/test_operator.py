@@ -117,3 +117,25 @@ def test_a_name_removed_from_userlist_loses_its_initial_password(up):
     finally:
         userlist.write_text(shipped)
         up.inv_ok("up")
+
+
+# --- the base image, quietly ----------------------------------------------------------------------
+
+def test_build_uses_the_base_it_has_without_trying_a_pull(up):
+    env_file = up.root / ".env"
+    shipped = env_file.read_text()
+    try:
+        env_file.write_text(shipped + "# a comment: every step runs\n")
+        out = up.inv_ok("build").output
+    finally:
+        env_file.write_text(shipped)
+    base_lines = [line for line in out.splitlines() if line.startswith("base image:")]
+    assert len(base_lines) == 1 and "jupyterhub-deploy-base:bookworm" in base_lines[0], out
+    assert "Pulling" not in out and "cannot pull" not in out, out
+
+
+def test_build_pull_tries_the_registry_even_with_nothing_changed(up):
+    up.inv_ok("up")  # the record of this `inv up` holds: a plain build would stop at one look
+    pulled = up.inv_ok("build", "--pull").output
+    assert "Pulling base image debian:bookworm-slim..." in pulled, pulled
+    assert "nothing changed" not in pulled
