@@ -40,12 +40,13 @@ class Ready:
         return self.run.client
 
 
-def checked_run(c) -> Run:
+def checked_run(c, *task, would: str = "change the deployment") -> Run:
     """The run of c's engine once secrets/ is known to be private: the first check of every
-    task that reads or writes secrets/, before even the quick check."""
+    task that reads or writes secrets/, before even the quick check. `task` and `would` say
+    what the task is and does, for its refusal of -R/--dry (tasks/run.py)."""
     from tasks.secretfiles import require_private
 
-    run = Run.of(c)
+    run = Run.of(c, *task, would=would)
     require_private(run.root)
     return run
 
@@ -145,7 +146,7 @@ def ensure_certificate(c, root: Path, settings, planned=None):
 @task
 def cert(c):
     """Make or renew the self-signed TLS certificate, or check the one you put in secrets/."""
-    run = checked_run(c)
+    run = checked_run(c, "cert", would="make or renew the self-signed certificate in secrets/")
     ensure_certificate(run.c, run.root, run.settings)
 
 
@@ -163,7 +164,8 @@ def notebook_image(c):
     """Build the user image from notebook/, or pull DOCKER_NOTEBOOK_IMAGE if it names another."""
     from tasks.images import ensure_notebook_image, is_project_image
 
-    ready = preflight(checked_run(c))
+    ready = preflight(checked_run(c, "notebook-image", would="build the user image, or pull the "
+                                  "one DOCKER_NOTEBOOK_IMAGE names"))
     begin_changes(ready)
     env = _build_env(ready) if is_project_image(ready.settings, ready.model) else compose_env(ready.settings)
     print(ensure_notebook_image(ready.run.c, ready.client, ready.root, ready.settings, ready.model, env))
@@ -228,7 +230,9 @@ def build(c, pull=False):
     """Create the network, volumes and certificate, and build the hub and user images."""
     from tasks.quick import quick_build
 
-    run = checked_run(c)
+    run = checked_run(c, "build", would="make the certificate and passwords in secrets/ as "
+                      "needed, copy the project to the host (over -H), make the network and "
+                      "volumes, and build the images")
     if not pull and quick_build(run):
         return
     build_steps(preflight(run), pull)
@@ -239,7 +243,8 @@ def up(c):
     """Start the hub (after `inv build`) and wait until it answers over HTTPS."""
     from tasks.quick import quick_up
 
-    run = checked_run(c)
+    run = checked_run(c, "up", would="make the certificate and passwords in secrets/ as needed, "
+                      "copy the project to the host (over -H), and start the hub")
     if quick_up(run):
         return
     up_steps(preflight(run, starting=True))
@@ -250,7 +255,8 @@ def deploy(c, pull=False):
     """Set up or update everything (here, or on -H host): files, images, certificate, hub."""
     from tasks.quick import quick_build, quick_up
 
-    run = checked_run(c)
+    run = checked_run(c, "deploy", would="do what build and up do: secrets/ files, the "
+                      "project's copy on the host (over -H), images, network, volumes, the hub")
     if not pull and quick_build(run) and quick_up(run):
         return
     ready = preflight(run, starting=True)
