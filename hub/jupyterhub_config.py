@@ -252,3 +252,23 @@ if cull_timeout or cull_max_age:
 if services:
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
+# --- A certificate from an ACME CA (Let's Encrypt) ---------------------------------------------
+# With ACME_DOMAIN set, hubacme.py, started (and restarted if it dies) by the hub, gets the
+# certificate and renews it while the hub runs; it keeps the account key and the certificate in
+# the data volume (/data/acme, 0600), never in secrets/, the image or the environment. The
+# proxy serves its file as soon as it changes (chp-keepalive.js), so a renewal restarts
+# nothing; until the first certificate arrives it serves the self-signed one from secrets/.
+acme_domain = env.get("ACME_DOMAIN", "")
+if acme_domain:
+    acme_dir = env.get("HUB_ACME_DIR", "/data/acme")
+    acme_pem = os.path.join(acme_dir, "current.pem")
+    if os.path.exists(acme_pem):
+        c.JupyterHub.ssl_cert = c.JupyterHub.ssl_key = acme_pem  # one file: key, then the chain
+    c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", "--follow-ssl-cert", acme_pem]
+    # Checked by `inv up`; the service refuses to start without them.
+    acme_env = {key: env.get(key, "") for key in (
+        "ACME_DOMAIN", "ACME_EMAIL", "ACME_DIRECTORY_URL", "ACME_CA_FILE", "ACME_HTTPS_PORT")}
+    services.append({"name": "acme", "environment": {**acme_env, "HUB_ACME_DIR": acme_dir},
+                     "command": [sys.executable, "-m", "hubacme"]})
+    # It talks to the ACME server and the CA's validators, never to the hub's API: no scopes.
+
