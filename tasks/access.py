@@ -73,21 +73,22 @@ def plan_removals(recorded, users) -> list:
 
 
 class HubAPI:
-    """The hub's REST API on this host, over HTTPS pinned to our certificate, with our token."""
+    """The hub's REST API at an endpoint (tasks/probe.py), over HTTPS pinned to our
+    certificate, with our token."""
 
-    def __init__(self, port: int, cert_sha256: str, token: str, host: str = "127.0.0.1"):
-        self.host, self.port, self.cert_sha256 = host, port, cert_sha256
+    def __init__(self, endpoint, cert_sha256: str, token: str):
+        self.endpoint, self.cert_sha256 = endpoint, cert_sha256
         self._token = token
 
     def __repr__(self):
-        return f"HubAPI({self.host}:{self.port})"  # never the token
+        return f"HubAPI({self.endpoint.where})"  # never the token
 
     def call(self, method: str, path: str, body=None) -> tuple:
         """(status, parsed JSON or None) for one request to /hub/api/PATH."""
         from tasks.probe import ProbeError, pinned_connection
 
         try:
-            conn = pinned_connection(self.host, self.port, self.cert_sha256, timeout=60)
+            conn = pinned_connection(self.endpoint, self.cert_sha256, timeout=60)
         except ProbeError as error:
             raise HubAPIError(str(error)) from None
         except (OSError, http.client.HTTPException) as error:
@@ -150,11 +151,10 @@ def apply_userlist(api: HubAPI, users) -> list:
     return removed
 
 
-def revoke_removed_users(secrets_dir: Path, address, cert_sha256: str, users, volume_of) -> str:
-    """`inv up`'s last step, with the hub's (host, port) as the tasks reach it; returns the
-    line to print."""
-    host, port = address
-    api = HubAPI(port, cert_sha256, ensure_api_token(secrets_dir), host=host)
+def revoke_removed_users(secrets_dir: Path, endpoint, cert_sha256: str, users, volume_of) -> str:
+    """`inv up`'s last step, with the hub's endpoint as the tasks reach it (tasks/probe.py);
+    returns the line to print."""
+    api = HubAPI(endpoint, cert_sha256, ensure_api_token(secrets_dir))
     try:
         removed = apply_userlist(api, users)
     except HubAPIError as error:

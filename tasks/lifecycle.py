@@ -14,7 +14,7 @@ from invoke.exceptions import Exit
 
 from tasks.project import compose_env
 from tasks.run import Run
-from tasks.target import build_ca_file, compose, host_name, hub_address
+from tasks.target import build_ca_file, command_line, compose, host_name, hub_endpoint
 
 
 @dataclass(frozen=True)
@@ -198,12 +198,12 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
                       secrets_sha256=secrets_fingerprint(ready.root / "secrets"))
     compose(c, "up", "--detach", "--wait", "--no-build", env=env)
     try:
-        with hub_address(c, settings.port) as (host, port):
-            hub = wait_for_hub(host, port, info.sha256)
-            print(revoke_removed_users(ready.root / "secrets", (host, port), info.sha256,
+        with hub_endpoint(c, settings.port) as endpoint:
+            hub = wait_for_hub(endpoint, info.sha256)
+            print(revoke_removed_users(ready.root / "secrets", endpoint, info.sha256,
                                        ready.users, lambda name: user_volume(settings.project, name)))
     except ProbeError as error:
-        raise Exit(f"The hub did not come up: {error}")
+        raise Exit(f"The hub did not come up: {error}. See `{command_line(c, 'logs')}`.")
     url, login = public_url(ready), login_hint(ready)
     print(f"JupyterHub {hub.get('version', '?')} answers at {url} ({login})")
     record_applied(ready, url, login)

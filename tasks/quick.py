@@ -18,7 +18,7 @@ import socket
 from invoke.exceptions import Exit
 
 from tasks import applied
-from tasks.target import engine_socket, hub_address, is_remote
+from tasks.target import engine_socket, hub_endpoint, is_remote
 from tasks.upload import project_copy_current
 
 
@@ -149,8 +149,8 @@ def quick_up(run) -> bool:
     if record is None:
         return False
     try:
-        with hub_address(run.c, record.port) as (host, port):
-            status, body = get_hub_api(host, port, record.cert_sha256)
+        with hub_endpoint(run.c, record.port) as endpoint:
+            status, body = get_hub_api(endpoint, record.cert_sha256)
         version = json.loads(body).get("version", "?") if status == 200 else None
     except (ProbeError, OSError, http.client.HTTPException, ValueError) as error:
         status, version = f"no answer ({error})", None

@@ -135,14 +135,14 @@ def _stats_pairs(client, containers) -> dict:
 def _hub_servers(run, cert_sha256: str) -> dict:
     """user -> last activity of their server, from the hub's API; {} when it cannot say."""
     from tasks.access import TOKEN_FILE, HubAPI, HubAPIError
-    from tasks.target import hub_address
+    from tasks.target import hub_endpoint
 
     token_file = run.root / "secrets" / TOKEN_FILE
     if not token_file.is_file():
         return {}
     try:
-        with hub_address(run.c, run.settings.port) as (host, port):
-            api = HubAPI(port, cert_sha256, token_file.read_text().strip(), host=host)
+        with hub_endpoint(run.c, run.settings.port) as endpoint:
+            api = HubAPI(endpoint, cert_sha256, token_file.read_text().strip())
             status, users = api.call("GET", "users?state=active")
     except (HubAPIError, OSError):
         return {}
@@ -161,7 +161,7 @@ def collect(run) -> dict:
     from tasks.checks import hub_container, labelled_containers
     from tasks.names import USER_LABEL
     from tasks.probe import ProbeError, get_hub_api
-    from tasks.target import hub_address
+    from tasks.target import hub_endpoint
 
     settings, client, now = run.settings, run.client, datetime.now(timezone.utc)
     report = {"project": settings.project, "port": settings.port}
@@ -177,8 +177,8 @@ def collect(run) -> dict:
         info, report["certificate"] = None, None
     if ct is not None and ct.status == "running" and info is not None:
         try:
-            with hub_address(run.c, settings.port) as (host, port):
-                code, body = get_hub_api(host, port, info.sha256)
+            with hub_endpoint(run.c, settings.port) as endpoint:
+                code, body = get_hub_api(endpoint, info.sha256)
             hub["answers"] = code == 200
             hub["version"] = json.loads(body).get("version") if code == 200 else None
             hub["error"] = None if code == 200 else f"HTTP {code}"

@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import socket
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -133,17 +134,73 @@ def build_ca_file(c, local_file: str) -> str:
 
 
 @contextmanager
-def hub_address(c, port: int):
-    """(host, port) on this machine that reaches the hub's published port on the
-    deployment's host: the port itself, or a local end of an SSH tunnel to it."""
+def hub_endpoint(c, port: int):
+    """How this machine reaches the hub's published port on the deployment's host
+    (a tasks.probe.HubEndpoint): a TCP connection here; on a remote host, one SSH
+    direct-tcpip channel to its 127.0.0.1:port per connection.
+
+    No local port listens for the remote case, so nothing can be asked before it is
+    ready (Fabric's forward_local yields before its thread listens: a probe then found
+    its port closed about one run in ten). Channels still open at the end are closed."""
+    from tasks.probe import HubEndpoint, local_endpoint
+
     if not is_remote(c):
-        yield ("127.0.0.1", port)
+        yield local_endpoint(port)
         return
-    with socket.socket() as spare:  # a free local port for the tunnel's near end
-        spare.bind(("127.0.0.1", 0))
-        local_port = spare.getsockname()[1]
-    with c.forward_local(local_port, remote_port=port, remote_host="127.0.0.1"):
-        yield ("127.0.0.1", local_port)
+    import paramiko
+
+    c.open()
+    transport = c.client.get_transport()
+    opened = []
+
+    def connect(timeout: float) -> socket.socket:
+        try:
+            channel = transport.open_channel("direct-tcpip", ("127.0.0.1", port),
+                                             ("127.0.0.1", 0), timeout=timeout)
+        except paramiko.ChannelException as error:  # the host could not connect there
+            raise ConnectionRefusedError(
+                f"{given_host(c)} answered that nothing accepts connections on its port {port} "
+                f"({error.text})") from None
+        except paramiko.SSHException as error:
+            raise ConnectionError(f"the SSH connection to {given_host(c)} failed: {error}") from None
+        opened.append(channel)
+        return _socket_over(channel)
+
+    try:
+        yield HubEndpoint(connect, f"port {port} on {given_host(c)} (through SSH)")
+    finally:
+        for channel in opened:
+            channel.close()
+
+
+def _socket_over(channel) -> socket.socket:
+    """A socket whose other end is the SSH channel: http.client and ssl need a real socket,
+    which a paramiko channel is not. Two threads copy the bytes, one each way; each passes
+    an end of stream on, and they close everything once both are done."""
+    near, far = socket.socketpair()
+    done = []
+
+    def copy(read, write, end):
+        try:
+            while data := read(1 << 16):
+                write(data)
+            end()
+        except Exception:  # noqa: BLE001  an end is gone (even the SSH connection): the copy is over
+            pass
+        done.append(True)
+        if len(done) == 2:
+            channel.close()
+            near.close()
+
+    threads = [
+        threading.Thread(target=copy, args=(channel.recv, near.sendall,
+                                            lambda: near.shutdown(socket.SHUT_WR)), daemon=True),
+        threading.Thread(target=copy, args=(near.recv, channel.sendall, channel.shutdown_write),
+                         daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    return far
 
 
 def port_in_use(c, port: int) -> bool:

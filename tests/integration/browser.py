@@ -242,10 +242,12 @@ def hub_api(d):
     """The hub's REST API with the tool's own token (secrets/hub-api-token), pinned to the
     deployment's certificate, as `inv up` uses it."""
     from tasks.access import TOKEN_FILE, HubAPI
+    from tasks.probe import local_endpoint
 
     cert = x509.load_pem_x509_certificate(Path(d.cafile).read_bytes())
     token = (d.root / "secrets" / TOKEN_FILE).read_text().strip()
-    return HubAPI(d.port, hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(), token)
+    sha256 = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+    return HubAPI(local_endpoint(d.port), sha256, token)
 
 
 def wait_until(predicate, what: str, deadline_s: float = 60, every_s: float = 0.25):

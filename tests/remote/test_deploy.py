@@ -89,6 +89,17 @@ def test_a_dry_run_down_leaves_the_users_server_and_the_files_alone(remote_deplo
     assert f"`python -m tasks -H {remote_host.alias} down`" in result.output
 
 
+def test_status_over_ssh_finds_the_hub_up_every_time(remote_deployment):
+    d = remote_deployment
+    runs, failed = 30, []
+    for _ in range(runs):
+        result = d.inv("status")
+        if result.returncode != 0 or "hub answers on port" not in result.output:
+            failed.append(result.output.strip().splitlines()[-1:])
+    print(f"status over ssh: {runs - len(failed)}/{runs} saw the hub up")
+    assert not failed, f"{len(failed)}/{runs} runs said the hub was down; last lines: {failed}"
+
+
 def test_a_changed_host_key_is_refused(remote_deployment, remote_host):
     d = remote_deployment
     remote_host.recreate_host_key()

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 
 import docker
 import paramiko
@@ -63,8 +64,10 @@ def test_remote_engine_volumes_are_writable(remote_host):
         remote_host.docker("volume", "rm", "-f", volume)
 
 
-def test_hub_port_reaches_a_port_published_on_the_remote_engine(remote_host):
-    """127.0.0.1:hub_port here -> the remote host -> a container publishing hub_port there."""
+@contextmanager
+def greeter(remote_host):
+    """A container on the remote engine that publishes hub_port there and greets each
+    connection; yields once the greeting reaches 127.0.0.1:hub_port here."""
     port = remote_host.hub_port
     server = (
         "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => $ARGV[0], "
@@ -86,23 +89,61 @@ def test_hub_port_reaches_a_port_published_on_the_remote_engine(remote_host):
                 return False, repr(error)
             return data.startswith(b"hello"), data
 
-        assert wait_until(f"a greeting on 127.0.0.1:{port}", greets, timeout=20).startswith(b"hello")
+        yield wait_until(f"a greeting on 127.0.0.1:{port}", greets, timeout=20)
     finally:
         remote_host.docker("rm", "-f", "remote-host-port-test")
 
 
-def test_fabric_runs_docker_compose_through_the_ssh_config(remote_host, monkeypatch):
-    # Fabric reads ~/.ssh/config when its Config is made: the alias comes from the temp HOME.
+def test_hub_port_reaches_a_port_published_on_the_remote_engine(remote_host):
+    """127.0.0.1:hub_port here -> the remote host -> a container publishing hub_port there."""
+    with greeter(remote_host) as greeting:
+        assert greeting.startswith(b"hello")
+
+
+@contextmanager
+def checked_connection(remote_host, monkeypatch, **config):
+    """A Fabric Connection to the host as `jhremote`, rejecting unknown host keys."""
     monkeypatch.setenv("HOME", str(remote_host.home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    connection = Connection(remote_host.alias, config=Config())
+    connection = Connection(remote_host.alias, config=Config(overrides=config))
     # Fabric 3.2 auto-accepts unknown keys and never loads known_hosts (fabric#1804).
     connection.client.load_host_keys(str(remote_host.known_hosts))
     connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        result = connection.run("docker compose version", hide=True, warn=True, in_stream=False)
+        yield connection
     finally:
         connection.close()
+
+
+def test_hub_endpoint_over_ssh_connects_at_once_every_time(remote_host, monkeypatch):
+    """tasks.target.hub_endpoint: each connection is an SSH channel, usable as it returns."""
+    from tasks.target import hub_endpoint
+
+    tries = 50
+    with greeter(remote_host), checked_connection(remote_host, monkeypatch) as connection:
+        with hub_endpoint(connection, remote_host.hub_port) as endpoint:
+            greetings = []
+            for _ in range(tries):
+                with endpoint.connect(5) as sock:
+                    greetings.append(sock.makefile("rb").readline())
+    assert greetings == [b"hello from the remote engine\n"] * tries
+
+
+def test_hub_endpoint_over_ssh_says_when_nothing_listens_there(remote_host, monkeypatch):
+    from tasks.target import hub_endpoint
+
+    port = remote_host.hub_port  # nothing publishes it now
+    with checked_connection(remote_host, monkeypatch) as connection:
+        with hub_endpoint(connection, port) as endpoint:
+            with pytest.raises(ConnectionRefusedError) as refused:
+                endpoint.connect(5)
+    assert f"nothing accepts connections on its port {port}" in str(refused.value)
+
+
+def test_fabric_runs_docker_compose_through_the_ssh_config(remote_host, monkeypatch):
+    # Fabric reads ~/.ssh/config when its Config is made: the alias comes from the temp HOME.
+    with checked_connection(remote_host, monkeypatch) as connection:
+        result = connection.run("docker compose version", hide=True, warn=True, in_stream=False)
     assert result.ok, result.stderr
     assert "v2." in result.stdout
 
@@ -115,14 +156,9 @@ def test_hostile_values_reach_compose_on_the_remote_host_intact(remote_host, mon
 
     from tasks.target import compose
 
-    monkeypatch.setenv("HOME", str(remote_host.home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     folder = "my deploy;$(touch pwned)"
     value = "/home/me/My CA.pem; touch pwned `id`"
-    connection = Connection(remote_host.alias, config=Config(overrides={"remote_dir": folder}))
-    connection.client.load_host_keys(str(remote_host.known_hosts))
-    connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    try:
+    with checked_connection(remote_host, monkeypatch, remote_dir=folder) as connection:
         connection.run(shlex.join(["mkdir", "-p", folder]), hide=True, in_stream=False)
         connection.put(io.BytesIO(b"services:\n  s:\n    image: busybox\n"
                                   b"    environment:\n      V: ${BUILD_CA_FILE}\n"),
@@ -131,8 +167,6 @@ def test_hostile_values_reach_compose_on_the_remote_host_intact(remote_host, mon
                          hide=True, in_stream=False)
         pwned = connection.run("find . -name pwned", hide=True, in_stream=False).stdout
         connection.run(shlex.join(["rm", "-rf", folder]), hide=True, in_stream=False)
-    finally:
-        connection.close()
     assert json.loads(result.stdout)["services"]["s"]["environment"]["V"] == value
     assert pwned.strip() == ""
 

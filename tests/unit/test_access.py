@@ -12,6 +12,7 @@ from tasks.access import (
     plan_removals, secrets_fingerprint,
 )
 from tasks.oauth import OAuthApp
+from tasks.probe import local_endpoint
 from tasks.userlist import Users
 
 USERS = Users(admins=("ada",), users=("cy",))
@@ -115,7 +116,7 @@ def test_an_api_error_stops_before_the_record_changes():
 
 def test_revoke_says_what_it_did_and_turns_errors_into_exit(tmp_path, monkeypatch):
     monkeypatch.setattr(access, "apply_userlist", lambda api, users: ["bob"])
-    line = access.revoke_removed_users(tmp_path, ("127.0.0.1", 8443), "ab", USERS,
+    line = access.revoke_removed_users(tmp_path, local_endpoint(8443), "ab", USERS,
                                        lambda n: f"p-user-{n}")
     assert line == ("userlist: access removed for bob (server stopped, logins ended; "
                     "kept their volume p-user-bob)")
@@ -128,10 +129,10 @@ def test_revoke_says_what_it_did_and_turns_errors_into_exit(tmp_path, monkeypatc
     monkeypatch.setattr(access, "apply_userlist", fail_with(403))
     with pytest.raises(Exit, match="applying userlist through its API failed: GET /hub/api/"
                                    r"groups/userlist answered 403.\nThe hub does not know"):
-        access.revoke_removed_users(tmp_path, ("127.0.0.1", 8443), "ab", USERS, str)
+        access.revoke_removed_users(tmp_path, local_endpoint(8443), "ab", USERS, str)
     monkeypatch.setattr(access, "apply_userlist", fail_with(500))
     with pytest.raises(Exit, match=r"answered 500.\nRun `inv up` again"):
-        access.revoke_removed_users(tmp_path, ("127.0.0.1", 8443), "ab", USERS, str)
+        access.revoke_removed_users(tmp_path, local_endpoint(8443), "ab", USERS, str)
 
 
 def test_the_token_is_made_once_private_and_kept(tmp_path):
@@ -143,7 +144,7 @@ def test_the_token_is_made_once_private_and_kept(tmp_path):
 
 
 def test_the_token_is_never_in_the_api_repr():
-    assert "s3cret" not in repr(HubAPI(8443, "ab", "s3cret"))
+    assert "s3cret" not in repr(HubAPI(local_endpoint(8443), "ab", "s3cret"))
 
 
 def test_login_files(tmp_path):
@@ -214,7 +215,7 @@ def https_hub(tmp_path):
 
 def test_hub_api_speaks_json_with_the_token_over_the_pinned_certificate(https_hub):
     port, sha256, seen = https_hub
-    api = HubAPI(port, sha256, "t0ken")
+    api = HubAPI(local_endpoint(port), sha256, "t0ken")
     assert api.call("DELETE", "users/bob") == (204, None)
     assert api.call("POST", "groups/userlist", {"users": ["ada"]}) == (201, {"users": ["ada"]})
     assert seen == [("DELETE", "/hub/api/users/bob", "token t0ken"),
@@ -224,7 +225,7 @@ def test_hub_api_speaks_json_with_the_token_over_the_pinned_certificate(https_hu
 def test_hub_api_refuses_another_certificate(https_hub):
     port, _, seen = https_hub
     with pytest.raises(HubAPIError, match="presents another certificate"):
-        HubAPI(port, "0" * 64, "t0ken").call("DELETE", "users/bob")
+        HubAPI(local_endpoint(port), "0" * 64, "t0ken").call("DELETE", "users/bob")
     assert seen == []  # the token was never sent
 
 
@@ -235,4 +236,4 @@ def test_hub_api_reports_an_engine_that_does_not_answer():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(HubAPIError, match="GET /hub/api/groups/userlist: "):
-        HubAPI(port, "0" * 64, "t0ken").call("GET", "groups/userlist")
+        HubAPI(local_endpoint(port), "0" * 64, "t0ken").call("GET", "groups/userlist")
