@@ -95,8 +95,9 @@ def userlist(users: list) -> str:
     return "admin admin\n" + "".join(f"{name}\n" for name in users)
 
 
-def up(users: list, driver_user: str = "d01", workdir: Path = None) -> Bench:
-    """Copy the project, write a userlist with the bench users, `inv build up`."""
+def up(users: list, driver_user: str = "d01", workdir: Path = None, env: dict = None) -> Bench:
+    """Copy the project, write a userlist with the bench users, `inv build up` with `env`
+    on top of the shell's (settings such as USER_MEM_LIMIT: they beat the copy's .env)."""
     import docker
 
     root = Path(workdir or tempfile.mkdtemp(prefix="jupyterhub-bench-"))
@@ -104,7 +105,7 @@ def up(users: list, driver_user: str = "d01", workdir: Path = None) -> Bench:
     (root / "userlist").write_text(userlist([*users, driver_user]))
     project = f"jhbench{uuid.uuid4().hex[:8]}"
     d = Deployment(root=root, project=project, port=free_port(),
-                   env={"COMPOSE_PROJECT_NAME": project})
+                   env={**(env or {}), "COMPOSE_PROJECT_NAME": project})
     d.env["HUB_PORT"] = str(d.port)
     bench = Bench(d=d, client=docker.from_env(), users=users, driver_user=driver_user)
     print(f"deploying {project} on port {d.port} from {root} (inv build up)...", flush=True)

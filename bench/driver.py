@@ -132,8 +132,10 @@ class HubUser(HubClient):
 
 
 def session(url: str, cafile: str, who: Credentials, spawn_deadline_s: float = 120,
-            deadline_s: float = 60) -> Result:
-    """One person's visit, start to finish. Never raises: failures are in the Result."""
+            deadline_s: float = 60, stop: bool = True) -> Result:
+    """One person's visit, start to finish. Never raises: failures are in the Result. With
+    stop=False the visit ends at the cell's answer and the server stays up (a class that
+    starts and goes on working); a failed session still stops its server."""
     user = HubUser(url, cafile)
     result = Result(user=who.name)
     kernel = ""
@@ -158,7 +160,8 @@ def session(url: str, cafile: str, who: Credentials, spawn_deadline_s: float = 1
         timed("open", user.open_lab, who.name)
         kernel = timed("kernel", user.start_kernel, who.name)
         timed("execute", user.run_check, who.name, kernel, deadline_s)
-        timed("stop", user.stop, who.name, deadline_s)
+        if stop:
+            timed("stop", user.stop, who.name, deadline_s)
         result.ok = True
     except Exception:  # noqa: BLE001
         if user.token and result.failed_phase != "stop":
@@ -205,9 +208,11 @@ class Report:
 
 
 def run(url: str, cafile: str, users: list, sessions: int, concurrency: int = 1,
-        time_limit_s: float = 600, spawn_deadline_s: float = 120, deadline_s: float = 60) -> Report:
+        time_limit_s: float = 600, spawn_deadline_s: float = 120, deadline_s: float = 60,
+        stop: bool = True) -> Report:
     """`sessions` sessions by `concurrency` people at once (each person has one session at
-    a time; the users are shared out among them). No session starts after time_limit_s."""
+    a time; the users are shared out among them). No session starts after time_limit_s.
+    stop=False: see session()."""
     if not users:
         raise ValueError("the driver needs at least one user")
     concurrency = max(1, min(concurrency, len(users)))
@@ -226,7 +231,7 @@ def run(url: str, cafile: str, users: list, sessions: int, concurrency: int = 1,
                 if begun >= sessions or time.monotonic() >= stop_at:
                     return
                 begun += 1
-            result = session(url, cafile, mine[turn % len(mine)], spawn_deadline_s, deadline_s)
+            result = session(url, cafile, mine[turn % len(mine)], spawn_deadline_s, deadline_s, stop)
             turn += 1
             with lock:
                 results.append(result)

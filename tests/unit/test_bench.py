@@ -79,10 +79,21 @@ def test_credentials_files_skip_comments_and_blank_lines(tmp_path):
 def test_quick_changes_only_the_defaults_and_flags_win():
     args = run.parse_args(["--quick", "--spawns", "7"])
     assert (args.spawns, args.bursts, args.name) == (7, run.QUICK["bursts"], "quick")
-    assert args.selected == list(run.BENCHMARKS)
+    assert args.selected == run.DEFAULT and not set(run.CLASSROOM) & set(run.DEFAULT)
     full = run.parse_args(["--only", "P1,P3", "--bursts", "2,4"])
     assert (full.spawns, full.bursts, full.selected, full.name) == (20, [2, 4], ["P1", "P3"], "latest")
     assert run.bench_users(full) == ["b01", "b02", "b03", "b04", "b05"]  # P6 needs 5
+
+
+def test_the_classroom_benchmarks_run_when_named_with_their_own_counts():
+    args = run.parse_args(["--only", "class,noisy,footprint", "--noisy-window", "45"])
+    assert [run.options(n) for n in args.selected] == [
+        ("class_users",), ("noisy_users", "noisy_window"), ("footprint_servers", "api_requests")]
+    assert (args.class_users, args.noisy_users, args.noisy_window, args.footprint_servers,
+            args.api_requests) == (30, 20, 45, 50, 500)
+    assert len(run.bench_users(args)) == 50  # footprint's servers; noisy needs 20 + the neighbour
+    quick = run.parse_args(["--quick", "--only", "noisy", "--noisy-users", "7"])
+    assert run.bench_users(quick) == [f"b0{i}" for i in range(1, 9)]  # 7 + the neighbour
 
 
 def test_an_unknown_benchmark_is_refused():
