@@ -27,7 +27,7 @@ def hub_container(client, project: str):
     return found[0] if found else None
 
 
-def require_port_free(c, client, project: str, port: int) -> None:
+def require_port_free(c, client, project: str, port: int, setting: str = "HUB_PORT") -> None:
     from tasks.target import port_in_use
 
     holders = [
@@ -39,7 +39,7 @@ def require_port_free(c, client, project: str, port: int) -> None:
     if holders or port_in_use(c, port):
         by = f" by container {', '.join(ct.name for ct in holders)}" if holders else " by another program"
         raise Exit(
-            f"Port {port} is already in use{by}. Stop it, or set HUB_PORT in .env to a free port."
+            f"Port {port} is already in use{by}. Stop it, or set {setting} in .env to a free port."
         )
 
 

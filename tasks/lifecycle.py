@@ -5,7 +5,7 @@ then runs idempotent ensure_* steps that say what they did or that nothing was n
 Heavy modules (Docker SDK, cryptography) are imported inside the tasks so `inv --list` is quick.
 """
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,6 +72,7 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     (certificate, initial passwords) and give a remote host its copy of the project."""
     from tasks.access import ensure_login_files
     from tasks.accounts import PASSWORDS_FILE, ensure_initial_passwords
+    from tasks.acmecert import check_acme, ensure_hub_ca_file
     from tasks.checks import require_compose, require_limits_fit, require_port_free
     from tasks.oauth import check_login
     from tasks.project import read_model
@@ -81,13 +82,15 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     c, root, settings = run.c, run.root, run.settings
     users = load_userlist(root)
     names, plan = plan_certificate(c, root, settings)
-    oauth_app = check_login(root, settings, names)
+    # The callback may name any name the hub is served under: ACME_DOMAIN's too.
+    oauth_app = check_login(root, settings, [*names, *filter(None, [settings.acme.domain])])
     run.ca_file  # noqa: B018  (checked here: a BUILD_CA_BUNDLE that names no file stops the task)
     client = run.client
     require_limits_fit(client, settings.limits)
     require_compose(c)
     if starting:
         require_port_free(c, client, settings.project, settings.port)
+    check_acme(c, root, settings.acme, starting, client, settings.project)
     # Checked. What follows writes only files the record's digest covers: a refused run
     # (an image missing, say) leaves the record as it was; begin_changes drops it.
     with run.writing_secrets():
@@ -99,6 +102,9 @@ def preflight(run: Run, starting: bool = False) -> Ready:
             print(f"initial passwords: removed the line{'s' if len(removed) > 1 else ''} of "
                   f"{', '.join(removed)} (no longer in userlist)")
         print(ensure_login_files(root / "secrets", oauth_app))
+        acme_ca = ensure_hub_ca_file(root / "secrets", settings.acme)
+        if acme_ca:
+            print(acme_ca)
     synced = sync_project(run)
     if synced:
         print(synced)
@@ -130,24 +136,29 @@ def ensure_certificate(c, root: Path, settings, planned=None):
 
     names, plan = planned or plan_certificate(c, root, settings)
     secrets_dir = root / "secrets"
+    # With ACME on, the self-signed pair is what the hub serves until the CA's arrives.
+    what = "self-signed fallback" if settings.acme.on else "certificate"
     if plan.action in ("create", "renew"):
         cert_pem, key_pem = certs.make_self_signed(names, datetime.now(timezone.utc))
         certs.write_pair(secrets_dir, cert_pem, key_pem)
-        print(f"certificate: {'made' if plan.action == 'create' else 'renewed'} ({plan.reason}); "
+        print(f"{what}: {'made' if plan.action == 'create' else 'renewed'} ({plan.reason}); "
               f"self-signed for {', '.join(names)}, in secrets/{certs.CERT_FILE}")
     else:
-        print(f"certificate: kept ({plan.reason})")
+        print(f"{what}: kept ({plan.reason})")
     try:
         return certs.inspect_pair(*certs.read_pair(secrets_dir))
     except certs.CertError as error:
         raise _cert_error(error)
 
 
-@task
-def cert(c):
-    """Make or renew the self-signed TLS certificate, or check the one you put in secrets/."""
+@task(help={"renew": "with ACME_DOMAIN: have the hub get a new certificate now"})
+def cert(c, renew=False):
+    """Make or renew the self-signed TLS certificate, check yours, or say where the hub's came from."""
+    from tasks.acmestatus import report_certificate
+
     run = checked_run(c, "cert", would="make or renew the self-signed certificate in secrets/")
     ensure_certificate(run.c, run.root, run.settings)
+    report_certificate(run, renew)
 
 
 def _build_env(ready: Ready, pull: bool = False) -> dict:
@@ -184,7 +195,8 @@ def build_steps(ready: Ready, pull: bool = False) -> None:
 
 def up_steps(ready: Ready, after_build: bool = False) -> None:
     from tasks.access import revoke_removed_users, secrets_fingerprint
-    from tasks.checks import require_images
+    from tasks.acmestatus import served_by_hub
+    from tasks.checks import hub_container, require_images
     from tasks.names import user_volume
     from tasks.probe import ProbeError, wait_for_hub
     from tasks.quick import record_applied
@@ -196,7 +208,11 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
         ensure_network_and_volumes(ready)
     env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
                       secrets_sha256=secrets_fingerprint(ready.root / "secrets"))
+    before = hub_container(ready.client, settings.project)
     compose(c, "up", "--detach", "--wait", "--no-build", env=env)
+    if settings.acme.on:  # the hub's ACME service gets the certificate: pin that one
+        ready = replace(ready, cert=served_by_hub(ready, before.id if before else None))
+        info = ready.cert
     try:
         with hub_endpoint(c, settings.port) as endpoint:
             hub = wait_for_hub(endpoint, info.sha256)
@@ -210,8 +226,8 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
 
 
 def public_url(ready: Ready) -> str:
-    port = ready.settings.port
-    return f"https://{ready.cert_names[0]}{'' if port == 443 else f':{port}'}/"
+    port, host = ready.settings.port, ready.settings.acme.domain or ready.cert_names[0]
+    return f"https://{host}{'' if port == 443 else f':{port}'}/"
 
 
 def login_hint(ready: Ready) -> str:

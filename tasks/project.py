@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from invoke.exceptions import Exit
 
+from tasks import acmecert
 from tasks.limits import hub_env
 from tasks.names import user_volume_template
 from tasks.target import compose
@@ -59,6 +60,7 @@ def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256=
         "BUILD_CA_FILE": ca_file or "/dev/null",
         # compose 2.40 would hand builds to buildx bake, which plain engines lack.
         "COMPOSE_BAKE": "false",
+        **acmecert.hub_env(settings.acme, settings.port),
     }
     if base_image:
         env["BASE_IMAGE"] = base_image

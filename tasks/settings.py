@@ -6,6 +6,7 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
+from tasks import acmecert
 from tasks import limits as user_limits
 
 REQUIRED = (
@@ -16,7 +17,8 @@ REQUIRED = (
     "BUILD_CA_BUNDLE",
     "HUB_AUTHENTICATOR",
 )
-OPTIONAL = ("HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS", *user_limits.KEYS)
+OPTIONAL = ("HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS", *user_limits.KEYS,
+            *acmecert.KEYS)
 AUTHENTICATORS = ("native", "github")
 DEFAULT_GITHUB_URL = "https://github.com"
 # Where distributions keep the system CA bundle (Debian/Ubuntu, then Fedora/RHEL).
@@ -41,6 +43,7 @@ class Settings:
     github_url: str = DEFAULT_GITHUB_URL
     github_allowed_orgs: tuple = ()
     limits: user_limits.Limits = user_limits.Limits()
+    acme: acmecert.Acme = acmecert.Acme()
 
 
 def read_env_file(path: Path) -> dict:
@@ -94,6 +97,8 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
     problems += [p for p in (name_problem(name, "HUB_HOSTNAMES") for name in hostnames) if p]
     limits, limit_problems = user_limits.parse_limits(values)
     problems += limit_problems
+    acme, acme_problems = acmecert.parse_acme(values, port)
+    problems += acme_problems
     if problems:
         raise Exit("Bad settings in .env:\n  " + "\n  ".join(problems))
     return Settings(
@@ -107,6 +112,7 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
         github_url=github_url,
         github_allowed_orgs=orgs,
         limits=limits,
+        acme=acme,
     )
 
 

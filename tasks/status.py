@@ -172,9 +172,16 @@ def collect(run) -> dict:
     try:
         info = certs.inspect_pair(*certs.read_pair(run.root / "secrets"))
         report["certificate"] = {"valid_until": info.not_after.isoformat(), "names": list(info.names),
-                                 "days_left": (info.not_after - now).days}
+                                 "days_left": (info.not_after - now).days,
+                                 "source": "self-signed" if info.self_made else "yours"}
     except (certs.CertError, TypeError):
         info, report["certificate"] = None, None
+    if settings.acme.on and ct is not None and ct.status == "running":
+        # The hub serves what its ACME service got (hub/hubacme.py): report and pin that one.
+        from tasks.acmestatus import certificate_report, read_status, served_info
+
+        report["certificate"] = certificate_report(read_status(ct), settings.acme, info, now)
+        info = served_info(report["certificate"]) or info
     if ct is not None and ct.status == "running" and info is not None:
         try:
             with hub_endpoint(run.c, settings.port) as endpoint:
@@ -208,7 +215,11 @@ def print_report(report: dict) -> None:
     print(f"hub container: {shown(hub['container']) + ' ' + hub['state'] if hub['container'] else 'none (run `inv up`)'}"
           + (f" ({hub['health']})" if hub["health"] and hub["health"] != "healthy" else ""))
     cert = report["certificate"]
-    if cert:
+    if cert and cert.get("source") == "acme":
+        from tasks.acmestatus import describe
+
+        print("\n".join(describe(cert)))
+    elif cert:
         print(f"certificate: valid until {cert['valid_until'][:10]} ({cert['days_left']} days), "
               f"{', '.join(cert['names'])}")
     else:
