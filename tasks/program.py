@@ -1,7 +1,9 @@
 """`python -m tasks`: the same tasks as `inv`, plus Fabric's `-H host` to run them on a
 remote host over SSH. Invoke's own `inv` has no -H, and Fabric's `fab` looks for a
 fabfile; this program is Fabric's with our collection and host-key checking added."""
+import logging
 import shlex
+import sys
 from pathlib import Path
 
 from fabric import Config, Connection, Executor
@@ -10,6 +12,11 @@ from fabric.tasks import ConnectionCall
 from invoke.exceptions import Exit
 
 from tasks.root import ns
+
+# paramiko logs what the tasks report themselves (a refused channel to the hub's port, a
+# dropped connection) at ERROR; with no handler of its own, Python would print those lines
+# between the task's own. The program says what happened, in its words.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def trust_hint(host: str, port: int) -> str:
@@ -31,6 +38,8 @@ class CheckedConnection(Connection):
 
     # Declared here so they are plain attributes: a Connection sends unknown ones to config.
     given_host = ""  # the host as given to -H, for the commands messages name (tasks/target.py)
+    doing = ""  # the step under way on the host (tasks/target.py note_step), for lost_message
+    opened = False  # whether it was ever connected: only then can it be lost
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,7 +55,9 @@ class CheckedConnection(Connection):
         import paramiko
 
         try:
-            return super().open()
+            result = super().open()
+            self.opened = True
+            return result
         except paramiko.BadHostKeyException:
             raise Exit(
                 f"The SSH host key of {self.host} (port {self.port}) has CHANGED since it was "
@@ -63,15 +74,94 @@ class CheckedConnection(Connection):
         except OSError as error:
             raise Exit(f"Cannot connect to {self.host} port {self.port}: {error}")
 
+    def run(self, command, **kwargs):
+        self.doing = f"running `{short_command(command)}`"
+        return super().run(command, **kwargs)
+
+    def lost(self) -> bool:
+        """Whether the connection was up and is gone now. The transport may not have seen
+        the end yet when a channel has: then one new channel, or its failure, tells."""
+        import paramiko
+
+        transport = self.client.get_transport()
+        if not self.opened or transport is None:
+            return False
+        if transport.is_active():
+            try:
+                transport.open_session(timeout=10).close()
+                return False
+            except paramiko.ChannelException:  # refused (too many sessions?): the host answered
+                return False
+            except Exception:  # noqa: BLE001  any other failure: the connection does not answer
+                pass
+        return True
+
+
+def short_command(command: str) -> str:
+    """A command as the operator knows it: without the variables and the folder options
+    every compose command carries (tasks/target.py compose_argv)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if words[:1] != ["env"] and words[:2] != ["docker", "compose"]:
+        return command  # as the task wrote it: shlex.join would quote its shell operators
+    if words[:1] == ["env"]:
+        words = words[1:]
+        while words and "=" in words[0]:
+            words = words[1:]
+    if words[:2] == ["docker", "compose"]:
+        rest, words = words[2:], words[:2]
+        while rest:
+            if rest[0] in ("--project-directory", "--file", "--profile"):
+                rest = rest[2:]
+            else:
+                words.append(rest.pop(0))
+    return shlex.join(words)
+
+
+def lost_message(host: str, task: str, doing: str, argv: list) -> str:
+    """The one line for an SSH connection that dropped mid-task: where, and what finishes it
+    (every task is idempotent: the same command again takes it from where it stopped)."""
+    again = shlex.join(["python", "-m", "tasks", *argv])
+    return (f"The SSH connection to {host} was lost during `{task}`"
+            f"{', while ' + doing if doing else ''}. Run `{again}` again to finish it.")
+
 
 class CheckedConnectionCall(ConnectionCall):
+    def __init__(self, *args, **kwargs):
+        self.executor = kwargs.pop("executor")
+        super().__init__(*args, **kwargs)
+
+    def clone_kwargs(self):
+        return {**super().clone_kwargs(), "executor": self.executor}
+
     def make_context(self, config):
-        return CheckedConnection(**{**self.init_kwargs, "config": config})
+        connection = CheckedConnection(**{**self.init_kwargs, "config": config})
+        self.executor.running = (self.called_as or self.task.name, connection)
+        return connection
 
 
 class CheckedExecutor(Executor):
+    running = None  # (task name, its connection) of the task under way
+
     def parameterize(self, call, connection_init_kwargs):
-        return call.clone(into=CheckedConnectionCall, with_={"init_kwargs": connection_init_kwargs})
+        return call.clone(into=CheckedConnectionCall,
+                          with_={"init_kwargs": connection_init_kwargs, "executor": self})
+
+    def execute(self, *args, **kwargs):
+        """Run the tasks; a failure that comes of a lost SSH connection is said as such, in
+        one line (paramiko and invoke would end with status 255 and say nothing)."""
+        try:
+            return super().execute(*args, **kwargs)
+        except BaseException:
+            if self.running is None:
+                raise
+            task, connection = self.running
+            if not connection.lost():
+                raise
+            raise Exit(lost_message(connection.given_host, task, connection.doing, sys.argv[1:]),
+                       code=255) from None
 
 
 program = Fab(

@@ -16,21 +16,26 @@ def client_over(c):
     """A Docker SDK client whose requests travel over the Connection `c`'s SSH session."""
     import docker
 
+    from tasks.target import note_step
+
     c.open()
     client = docker.DockerClient(base_url=f"ssh://{c.host}", use_ssh_client=True,
                                  version=START_VERSION)
-    adapter = connection_adapter(c.client)
+    adapter = connection_adapter(c.client, on_request=lambda step: note_step(c, step))
     client.api.mount("http+docker://ssh", adapter)
     client.api._custom_adapter = adapter
     client.api._version = client.api._retrieve_server_version()
     return client
 
 
-def connection_adapter(ssh_client):
+def connection_adapter(ssh_client, on_request=None):
     """docker-py's SSH adapter, on an SSH client that is already connected (the Fabric
     Connection's), and never handing out a channel whose remote end has gone away:
     docker-py's pool skips urllib3's liveness check, and the engine drops idle
-    `dial-stdio` streams during a long build."""
+    `dial-stdio` streams during a long build. `on_request` hears of each API call."""
+    import re
+    from urllib.parse import urlsplit
+
     from docker.transport.sshconn import SSHConnectionPool, SSHHTTPAdapter
 
     class LivePool(SSHConnectionPool):
@@ -46,6 +51,12 @@ def connection_adapter(ssh_client):
         def __init__(self):
             super().__init__("ssh://deployment-host", shell_out=True)  # opens nothing itself
             self.ssh_client = ssh_client
+
+        def send(self, request, *args, **kwargs):
+            if on_request is not None:
+                path = re.sub(r"^/v[0-9.]+/", "/", urlsplit(request.url).path)
+                on_request(f"calling the Docker API ({request.method} {path})")
+            return super().send(request, *args, **kwargs)
 
         def get_connection(self, url, proxies=None):
             # One pool for every URL: docker-py keys its pools by the request URL, so each

@@ -57,6 +57,13 @@ def command_line(c, *words) -> str:
     return shlex.join(["inv", *words])
 
 
+def note_step(c, step: str) -> None:
+    """Say what the run is doing on a remote host now ("uploading the project files"), for
+    the line that names it if the SSH connection drops (tasks/program.py)."""
+    if is_remote(c) and hasattr(type(c), "doing"):
+        c.doing = step
+
+
 def host_name(c) -> str:
     """The name people use to reach the hub: this machine's name, or the SSH target's."""
     return c.host if is_remote(c) else socket.gethostname()
@@ -154,6 +161,7 @@ def hub_endpoint(c, port: int):
     opened = []
 
     def connect(timeout: float) -> socket.socket:
+        note_step(c, f"asking the hub on port {port}")
         try:
             channel = transport.open_channel("direct-tcpip", ("127.0.0.1", port),
                                              ("127.0.0.1", 0), timeout=timeout)

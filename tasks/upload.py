@@ -12,7 +12,7 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from tasks.target import REMOTE_CA_FILE, deploy_dir, is_remote
+from tasks.target import REMOTE_CA_FILE, deploy_dir, is_remote, note_step
 
 # What a remote host needs to run the deployment; secrets/ travels with mode 0600/0700.
 PROJECT_FILES = ("docker-compose.yml", ".env", "userlist", "hub", "notebook", "secrets")
@@ -72,6 +72,7 @@ def sync_project(run) -> str:
     sent = run.bundle
     if run.remote_mark == sent.digest:
         return f"project files on {c.host}: unchanged"
+    note_step(c, "uploading the project files")
     where = shlex.quote(deploy_dir(c))
     script = (f"umask 077 && mkdir -p {where} && tar -x -m -C {where} "
               f"&& printf %s {sent.digest} > {where}/{BUNDLE_MARK}")

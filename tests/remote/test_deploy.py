@@ -142,11 +142,17 @@ def test_a_dropped_connection_mid_deploy_converges_on_the_next_run(remote_deploy
     # Drop every SSH session from the server's side, as a network cut would.
     remote_host.container.exec_run(["pkill", "-f", "sshd: root"])
     try:
-        process.wait(timeout=60)
+        rest, _ = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert process.returncode != 0, "".join(seen)
+        rest, _ = process.communicate()
+    output = "".join(seen) + rest
+    assert process.returncode != 0, output
+    # One line at the end says what happened and what finishes it, and no traceback.
+    last = output.strip().splitlines()[-1]
+    assert f"The SSH connection to {remote_host.alias} was lost during `deploy`" in last, output
+    assert f"`python -m tasks -H {remote_host.alias} deploy`" in last, output
+    assert "Traceback" not in output
     result = d.inv_ok("deploy")
     assert "answers at" in result.output
     hub = HubClient(d.url, d.cafile)
