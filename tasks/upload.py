@@ -23,6 +23,7 @@ BUNDLE_MARK = ".bundle-sha256"
 class Bundle:
     data: bytes  # a tar of the project files
     digest: str  # its sha256: the same files give the same bytes
+    names: frozenset = frozenset()  # every path it holds, folders too ("hub", "hub/Dockerfile")
 
 
 def bundle(root: Path, ca_file: str = "") -> Bundle:
@@ -44,8 +45,27 @@ def bundle(root: Path, ca_file: str = "") -> Bundle:
                 tar.add(root / name, arcname=name, filter=clean)
         if ca_file:
             tar.add(ca_file, arcname=REMOTE_CA_FILE, filter=clean)
+        names = frozenset(tar.getnames())
     data = buffer.getvalue()
-    return Bundle(data, hashlib.sha256(data).hexdigest())
+    return Bundle(data, hashlib.sha256(data).hexdigest(), names)
+
+
+def plan_removals(found, names) -> list:
+    """What the remote copy holds that the bundle does not, as paths in it: `found` is
+    every path there (`find .` below the copy), `names` the bundle's. A folder to remove
+    takes what is in it, so only the topmost of each is listed. The mark stays: the upload
+    rewrites it last. Paths that could reach outside the copy are never listed."""
+    removals = []
+    for path in sorted(found):
+        parts = path.split("/")
+        if not path or path.startswith("/") or "" in parts or "." in parts or ".." in parts:
+            continue
+        if path in names or path == BUNDLE_MARK:
+            continue
+        if any(path.startswith(f"{removed}/") for removed in removals):
+            continue
+        removals.append(path)
+    return removals
 
 
 def remote_mark(c) -> str:
@@ -63,9 +83,15 @@ def project_copy_current(run) -> bool:
 
 
 def sync_project(run) -> str:
-    """Give a remote host the current project files (no-op locally). One tar stream into
-    `tar -x` over an SSH channel: no temporary file, nothing in shell history. The digest
-    is written last, so an upload cut short is simply done again next time."""
+    """Make a remote host's copy equal to the current project files (no-op locally): one
+    tar stream into `tar -x` over an SSH channel (no temporary file, nothing in shell
+    history), then whatever the copy holds that the project no longer does is removed
+    (a secret deleted here is deleted there), and nothing outside the copy. The copy is
+    updated in place, not swapped for a new folder: the running hub's bind mount of
+    secrets/ keeps seeing the current files. The digest goes first and comes back last, so
+    an upload cut short is done again next time, whatever the files are by then."""
+    from tasks.show import shown
+
     c = run.c
     if not is_remote(c):
         return ""
@@ -73,19 +99,50 @@ def sync_project(run) -> str:
     if run.remote_mark == sent.digest:
         return f"project files on {c.host}: unchanged"
     note_step(c, "uploading the project files")
-    where = shlex.quote(deploy_dir(c))
-    script = (f"umask 077 && mkdir -p {where} && tar -x -m -C {where} "
-              f"&& printf %s {sent.digest} > {where}/{BUNDLE_MARK}")
+    folder = own_folder(deploy_dir(c))
+    where = shlex.quote(folder)
+    status, listing, errors = _remote_sh(
+        c, f"cd -- {where} 2>/dev/null || exit 0; find . -mindepth 1 -print0")
+    if status != 0:
+        raise Exit(f"Listing the project's copy on {c.host}:{folder} failed: {errors.strip()}")
+    found = [name[2:] for name in listing.decode("utf-8", "surrogateescape").split("\0") if name]
+    removals = plan_removals(found, sent.names)
+    remove = (f" && rm -rf -- {' '.join(shlex.quote(f'{folder}/{path}') for path in removals)}"
+              if removals else "")
+    status, _, errors = _remote_sh(
+        c, f"umask 077 && mkdir -p -- {where} && rm -f -- {where}/{BUNDLE_MARK} "
+           f"&& tar -x -m -C {where}{remove} && printf %s {sent.digest} > {where}/{BUNDLE_MARK}",
+        sent.data)
+    if status != 0:
+        raise Exit(f"Uploading the project to {c.host}:{folder} failed: {errors.strip()}")
+    run.remote_mark = sent.digest
+    removed = f"; removed there: {', '.join(shown(path) for path in removals)}" if removals else ""
+    return f"project files on {c.host}: uploaded ({len(sent.data) // 1024} KiB){removed}"
+
+
+def own_folder(folder: str) -> str:
+    """The remote copy's folder, refused when it could be more than the copy's own: the
+    upload removes from it whatever the project does not hold."""
+    parts = [part for part in folder.split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        raise Exit(f"remote_dir={folder!r} must name a folder of the project's copy's own, like "
+                   "jupyterhub-deploy (in the remote user's home) or /srv/jupyterhub-deploy: "
+                   "an upload removes from it whatever the project does not hold.")
+    return folder
+
+
+def _remote_sh(c, script: str, data: bytes = b"") -> tuple:
+    """(status, stdout, stderr) of `sh -c SCRIPT` on the remote host, fed `data`, over a
+    channel of the connection. Bytes both ways: file names need not be UTF-8."""
     channel = c.client.get_transport().open_session()
     try:
-        channel.exec_command(shlex.join(["sh", "-c", script]))
-        channel.sendall(sent.data)
+        channel.exec_command(shlex.join(["sh", "-c", script]).encode("utf-8", "surrogateescape"))
+        if data:
+            channel.sendall(data)
         channel.shutdown_write()
+        out = channel.makefile("rb").read()
         errors = channel.makefile_stderr("rb").read().decode(errors="replace")
         status = channel.recv_exit_status()
     finally:
         channel.close()
-    if status != 0:
-        raise Exit(f"Uploading the project to {c.host}:{deploy_dir(c)} failed: {errors.strip()}")
-    run.remote_mark = sent.digest
-    return f"project files on {c.host}: uploaded ({len(sent.data) // 1024} KiB)"
+    return status, out, errors

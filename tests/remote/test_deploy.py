@@ -13,6 +13,7 @@ import requests
 
 from conftest_support import copy_project_for_remote
 from hubclient import HubClient
+from tasks.target import REMOTE_CA_FILE
 
 pytestmark = pytest.mark.remote
 
@@ -98,6 +99,51 @@ def test_status_over_ssh_finds_the_hub_up_every_time(remote_deployment):
             failed.append(result.output.strip().splitlines()[-1:])
     print(f"status over ssh: {runs - len(failed)}/{runs} saw the hub up")
     assert not failed, f"{len(failed)}/{runs} runs said the hub was down; last lines: {failed}"
+
+
+def remote_files(remote_host, folder: str) -> dict:
+    """path -> sha256 of every file below folder in root's home on the remote host."""
+    listing = remote_host.container.exec_run(
+        ["sh", "-c", f"cd {folder} && find . -type f -exec sha256sum {{}} +"], workdir="/root"
+    ).output.decode()
+    return {line.split(None, 1)[1].strip()[2:]: line.split()[0] for line in listing.splitlines()}
+
+
+def local_files(root) -> dict:
+    import hashlib
+
+    from tasks.upload import BUNDLE_MARK, PROJECT_FILES
+
+    found = {}
+    for name in PROJECT_FILES:
+        paths = [root / name] if (root / name).is_file() else (root / name).rglob("*")
+        for path in paths:
+            if path.is_file() and "__pycache__" not in path.parts:
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {**found, BUNDLE_MARK: None}
+
+
+def test_files_deleted_here_are_deleted_from_the_remote_copy_only(remote_deployment, remote_host):
+    d = remote_deployment
+    notes = d.root / "secrets" / "old-notes.txt"
+    notes.write_text("written here, then deleted here\n")
+    notes.chmod(0o600)
+    d.inv_ok("deploy")
+    assert "secrets/old-notes.txt" in remote_files(remote_host, "jupyterhub-deploy")
+    # Beside the copy, and a file put into the copy by hand: only the latter may go.
+    remote_host.container.exec_run(["sh", "-c", "mkdir -p jupyterhub-deploy-keep && echo kept > "
+                                    "jupyterhub-deploy-keep/file && echo kept > jupyterhub-deploy.note "
+                                    "&& echo stray > jupyterhub-deploy/hub/stray.txt"], workdir="/root")
+    notes.unlink()
+    result = d.inv_ok("deploy")
+    there = remote_files(remote_host, "jupyterhub-deploy")
+    there.pop(REMOTE_CA_FILE, None)  # the CA bundle for builds travels with the copy
+    here = local_files(d.root)
+    assert there.keys() == here.keys(), result.output
+    assert all(there[path] == digest for path, digest in here.items() if digest), result.output
+    beside = remote_host.container.exec_run(
+        ["cat", "jupyterhub-deploy-keep/file", "jupyterhub-deploy.note"], workdir="/root").output
+    assert beside == b"kept\nkept\n"
 
 
 def test_a_changed_host_key_is_refused(remote_deployment, remote_host):
