@@ -151,16 +151,20 @@ def apply_userlist(api: HubAPI, users) -> list:
     return removed
 
 
-def revoke_removed_users(secrets_dir: Path, endpoint, cert_sha256: str, users, volume_of) -> str:
+def revoke_removed_users(secrets_dir: Path, endpoint, cert_sha256: str, users, volume_of,
+                         c=None) -> str:
     """`inv up`'s last step, with the hub's endpoint as the tasks reach it (tasks/probe.py);
-    returns the line to print."""
+    returns the line to print. Commands are named as they work for `c`."""
+    from tasks.target import command_line
+
     api = HubAPI(endpoint, cert_sha256, ensure_api_token(secrets_dir))
     try:
         removed = apply_userlist(api, users)
     except HubAPIError as error:
         hint = ("The hub does not know the tool's token (secrets/hub-api-token): its image "
-                "predates it; run `inv build up`." if error.status in (401, 403)
-                else "Run `inv up` again; if it keeps failing, see `inv logs`.")
+                f"predates it; run `{command_line(c, 'build', 'up')}`." if error.status in (401, 403)
+                else f"Run `{command_line(c, 'up')}` again; if it keeps failing, see "
+                     f"`{command_line(c, 'logs')}`.")
         raise Exit(f"The hub is up, but applying userlist through its API failed: {error}.\n{hint}")
     if not removed:
         return "userlist: applied, nobody removed"

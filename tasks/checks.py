@@ -43,13 +43,15 @@ def require_port_free(c, client, project: str, port: int, setting: str = "HUB_PO
         )
 
 
-def require_images(client, *names: str) -> None:
+def require_images(client, *names: str, c=None) -> None:
     from tasks.images import image_id
+    from tasks.target import command_line
 
     missing = [name for name in names if not image_id(client, name)]
     if missing:
-        raise Exit(f"Image {', '.join(missing)} is not on this host: run `inv build` first (it "
-                   "builds the images, and pulls DOCKER_NOTEBOOK_IMAGE when it names another).")
+        raise Exit(f"Image {', '.join(missing)} is not on this host: run `{command_line(c, 'build')}` "
+                   "first (it builds the images, and pulls DOCKER_NOTEBOOK_IMAGE when it names "
+                   "another).")
 
 
 def require_limits_fit(client, limits) -> None:
@@ -59,4 +61,5 @@ def require_limits_fit(client, limits) -> None:
     info = client.info()
     problems = fits_host(limits, int(info.get("NCPU") or 0), int(info.get("MemTotal") or 0))
     if problems:
-        raise Exit("Bad settings in .env for this host:\n  " + "\n  ".join(problems))
+        raise Exit("Settings this host cannot give (from .env, or from the shell's environment, "
+                   "which wins over .env):\n  " + "\n  ".join(problems))

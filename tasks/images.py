@@ -5,6 +5,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from tasks.names import LABEL, ROLE_LABEL
+from tasks.target import command_line, place
 
 INPUTS_LABEL = f"{LABEL}.inputs"
 # docker-compose.yml puts each into its image's INPUTS_LABEL.
@@ -95,9 +96,9 @@ def ensure_base_image(c, client, configured: str, pull_first: bool = False) -> s
         if here == configured:
             print(f"base image: {configured}")
             return here
-        if here:
-            print(f"base image: {here}, made locally with debootstrap for {configured} "
-                  "(`inv build --pull` tries the registry)")
+        if here:  # made here with debootstrap earlier, or loaded with `docker load`: either way
+            print(f"base image: {here}, the Debian base for {configured} already on {place(c)} "
+                  f"(`{command_line(c, 'build', '--pull')}` tries the registry)")
             return here
     print(f"Pulling base image {configured}...")
     if pull(client, configured):
@@ -111,10 +112,11 @@ def ensure_base_image(c, client, configured: str, pull_first: bool = False) -> s
             "BASE_IMAGE in .env to a Debian image."
         )
     local = LOCAL_BASE.format(suite=suite)
-    if not image_id(client, local):
+    made = not image_id(client, local)
+    if made:
         make_debian_base(c, suite, local)
-    print(f"base image: {local}, made locally with debootstrap, because {configured} "
-          "cannot be pulled")
+    how = f"made with debootstrap on {place(c)}" if made else f"already on {place(c)}"
+    print(f"base image: {local}, {how}, because {configured} cannot be pulled")
     return local
 
 

@@ -203,7 +203,7 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
 
     c, settings, info = ready.run.c, ready.settings, ready.cert
     if not after_build:  # build_steps has made the images, the network and the volume
-        require_images(ready.client, ready.model.hub_image, settings.notebook_image)
+        require_images(ready.client, ready.model.hub_image, settings.notebook_image, c=c)
         begin_changes(ready)
         ensure_network_and_volumes(ready)
     env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
@@ -217,7 +217,7 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
         with hub_endpoint(c, settings.port) as endpoint:
             hub = wait_for_hub(endpoint, info.sha256)
             print(revoke_removed_users(ready.root / "secrets", endpoint, info.sha256,
-                                       ready.users, lambda name: user_volume(settings.project, name)))
+                                       ready.users, lambda name: user_volume(settings.project, name), c))
     except ProbeError as error:
         raise Exit(f"The hub did not come up: {error}. See `{command_line(c, 'logs')}`.")
     url, login = public_url(ready), login_hint(ready)

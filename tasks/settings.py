@@ -100,7 +100,7 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
     acme, acme_problems = acmecert.parse_acme(values, port)
     problems += acme_problems
     if problems:
-        raise Exit("Bad settings in .env:\n  " + "\n  ".join(problems))
+        raise Exit(settings_refusal(problems, {k for k in REQUIRED + OPTIONAL if k in environ}))
     return Settings(
         project=project,
         port=port,
@@ -114,6 +114,21 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
         limits=limits,
         acme=acme,
     )
+
+
+def settings_refusal(problems: list, from_shell: set) -> str:
+    """The message for bad settings, saying where each came from: .env, or the shell's
+    environment, whose variables win over .env (as compose reads them)."""
+    lines, places = [], set()
+    for problem in problems:
+        key = re.match(r"[A-Z_]+", problem)
+        if key and key.group(0) in from_shell:
+            lines.append(f"{problem} (set in the shell's environment, which wins over .env)")
+            places.add("the shell's environment")
+        else:
+            lines.append(problem)
+            places.add(".env")
+    return f"Bad settings in {' and '.join(sorted(places))}:\n  " + "\n  ".join(lines)
 
 
 def parse_github_url(text: str) -> tuple:

@@ -99,14 +99,16 @@ def server_line(record: dict, culls_after_s: int) -> str:
     return "  " + "  ".join(parts)
 
 
-def hub_problem(hub: dict) -> str:
-    """Why the hub is not up, in one line, or "" when it is."""
+def hub_problem(hub: dict, c=None) -> str:
+    """Why the hub is not up, in one line, or "" when it is; commands as they work for `c`."""
+    from tasks.target import command_line
+
     if not hub.get("container"):
-        return "no hub container: start it with `inv up`"
+        return f"no hub container: start it with `{command_line(c, 'up')}`"
     if hub.get("state") != "running":
-        return f"the hub container is {hub.get('state')}: start it with `inv up`"
+        return f"the hub container is {hub.get('state')}: start it with `{command_line(c, 'up')}`"
     if hub.get("health") not in (None, "healthy"):
-        return f"the hub container is {hub.get('health')} (see `inv logs`)"
+        return f"the hub container is {hub.get('health')} (see `{command_line(c, 'logs')}`)"
     if not hub.get("answers"):
         return f"the hub does not answer: {hub.get('error') or 'no answer'}"
     return ""
@@ -203,16 +205,18 @@ def collect(run) -> dict:
         server_record(ct.labels.get(USER_LABEL, ct.name), ct.status, *samples.get(ct.id, (None, None)),
                       limits, activity.get(ct.labels.get(USER_LABEL)), now)
         for ct in servers), key=lambda r: r["user"])
-    report["problem"] = hub_problem(hub)
+    report["problem"] = hub_problem(hub, run.c)
     return report
 
 
-def print_report(report: dict) -> None:
+def print_report(report: dict, c=None) -> None:
     from tasks.limits import human_bytes, human_seconds
     from tasks.show import shown
+    from tasks.target import command_line
 
     hub = report["hub"]
-    print(f"hub container: {shown(hub['container']) + ' ' + hub['state'] if hub['container'] else 'none (run `inv up`)'}"
+    start = f"none (run `{command_line(c, 'up')}`)"
+    print(f"hub container: {shown(hub['container']) + ' ' + hub['state'] if hub['container'] else start}"
           + (f" ({hub['health']})" if hub["health"] and hub["health"] != "healthy" else ""))
     cert = report["certificate"]
     if cert and cert.get("source") == "acme":
@@ -223,7 +227,7 @@ def print_report(report: dict) -> None:
         print(f"certificate: valid until {cert['valid_until'][:10]} ({cert['days_left']} days), "
               f"{', '.join(cert['names'])}")
     else:
-        print("certificate: none or unreadable (run `inv cert`)")
+        print(f"certificate: none or unreadable (run `{command_line(c, 'cert')}`)")
     if hub["answers"]:
         print(f"hub answers on port {report['port']}: JupyterHub {shown(hub['version'])}")
     elif hub["error"]:
@@ -254,6 +258,6 @@ def status(c, json_=False):
     if json_:
         print(json.dumps(report, indent=1))
     else:
-        print_report(report)
+        print_report(report, c)
     if report["problem"]:
         raise Exit(f"hub not up: {report['problem']}", code=1)

@@ -48,6 +48,11 @@ def given_host(c) -> str:
     return getattr(c, "given_host", "") or c.original_host
 
 
+def place(c) -> str:
+    """Where the deployment runs, as messages say it: this machine, or the host's name."""
+    return given_host(c) if is_remote(c) else "this machine"
+
+
 def command_line(c, *words) -> str:
     """The command that runs a task where the operator is: `inv up` here (or with no `c`);
     over SSH `python -m tasks -H HOST up`, with the host as they gave it. Every message that

@@ -15,6 +15,7 @@ from tasks.backup.store import Progress, parse_sidecar, shown_path
 from tasks.backup.targets import Deployment, Target, running_hub
 from tasks.names import label_filter, labels
 from tasks.show import shown
+from tasks.target import command_line
 
 
 def resolve_archive(folder: Path, text: str) -> tuple:
@@ -52,12 +53,14 @@ def _refuse_running(dep: Deployment, target: Target, force: bool) -> bool:
         hub = running_hub(dep)
         if hub is not None:
             raise Exit(f"The hub ({shown(hub.name)}) is running and holds its database open: "
-                       "stop it with `inv down`, restore, then `inv up`.")
+                       f"stop it with `{command_line(dep.c, 'down')}`, restore, then "
+                       f"`{command_line(dep.c, 'up')}`.")
         return False
     servers = running_servers(dep, target.user)
     if servers and not force:
         raise Exit(f"{target.user}'s server ({shown(servers[0].name)}) is running and uses the "
-                   "volume: stop it (the hub's admin page, or `inv down`), or pass --force to "
+                   f"volume: stop it (the hub's admin page, or `{command_line(dep.c, 'down')}`), "
+                   "or pass --force to "
                    "restore under it.")
     return bool(servers)
 

@@ -8,7 +8,7 @@ from invoke.exceptions import Exit
 
 from tasks.names import USER_LABEL, label_filter, user_volume
 from tasks.show import shown
-from tasks.target import docker_client, project_dir
+from tasks.target import command_line, docker_client, place, project_dir
 from tasks.userlist import check_name
 
 
@@ -31,6 +31,7 @@ class Deployment:
     client: object
     image: str  # the helper containers' image: the hub's, which has python3 for the swap
     hub_volume: str
+    c: object = None  # the task's context: messages name the commands that work there
 
 
 def prepare(c) -> Deployment:
@@ -47,9 +48,9 @@ def prepare(c) -> Deployment:
     try:
         client.images.get(model.hub_image)
     except docker.errors.ImageNotFound:
-        raise Exit(f"The hub image {model.hub_image} is not built here, and backups use it "
-                   "for their helper containers: run `inv build` first.")
-    return Deployment(root, settings.project, client, model.hub_image, model.hub_volume)
+        raise Exit(f"The hub image {model.hub_image} is not on {place(c)}, and backups use it "
+                   f"for their helper containers: run `{command_line(c, 'build')}` first.")
+    return Deployment(root, settings.project, client, model.hub_image, model.hub_volume, c)
 
 
 def user_target(dep: Deployment, user: str) -> Target:
@@ -68,9 +69,9 @@ def require_volume(dep: Deployment, target: Target) -> None:
         dep.client.volumes.get(target.volume)  # exact name; list(filters=name) matches substrings
     except docker.errors.NotFound:
         hint = (f"{target.user} has never started a server here, or the name is misspelt"
-                if target.kind == "user" else "run `inv build` to make it")
+                if target.kind == "user" else f"run `{command_line(dep.c, 'build')}` to make it")
         raise Exit(f"No volume {target.volume} for {target.what}: {hint}. "
-                   "`inv backup --all` backs up every user volume there is.")
+                   f"`{command_line(dep.c, 'backup', '--all')}` backs up every user volume there is.")
 
 
 def user_targets(dep: Deployment) -> list:

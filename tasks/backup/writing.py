@@ -24,6 +24,7 @@ from tasks.backup.survey import DATA_SLACK, MAX_SPARSE, Findings
 from tasks.backup.tarstream import TarReader, header_entry
 from tasks.files import sync_dir, write_atomic
 from tasks.show import shown
+from tasks.target import command_line
 
 HUB_DB = "jupyterhub.sqlite"  # hub/jupyterhub_config.py: sqlite:////data/jupyterhub.sqlite
 HUB_DB_SIDE_FILES = tuple(HUB_DB + suffix for suffix in ("-journal", "-wal", "-shm"))
@@ -56,13 +57,13 @@ def _mount_of(container, volume: str) -> str:
     return ""
 
 
-def hub_snapshot(hub, volume: str) -> tuple:
+def hub_snapshot(hub, volume: str, c=None) -> tuple:
     """(folder, result): a consistent copy of the hub database, made by the running hub's
     container with SQLite's online backup, in a folder of the data volume."""
     where = _mount_of(hub, volume)
     if not where:
         raise Exit(f"The hub container {shown(hub.name)} does not mount {volume}: recreate it "
-                   "with `inv up`.")
+                   f"with `{command_line(c, 'up')}`.")
     folder = f"{where}/{SNAPSHOT_DIR}"
     code, output = hub.exec_run(
         helper.program_command("snapshot.py", "copy", f"{where}/{HUB_DB}", folder), user="0")
@@ -266,7 +267,7 @@ def backup_one(dep: Deployment, target: Target, folder: Path, compress: bool) ->
         if target.kind == "hub":
             hub = running_hub(dep)
             if hub is not None:
-                snapshot, result = hub_snapshot(hub, target.volume)
+                snapshot, result = hub_snapshot(hub, target.volume, dep.c)
                 if result["result"] == "none":
                     hub, snapshot = None, ""
         reader = None

@@ -2,11 +2,15 @@
 run through bench/counted.py, which counts the SSH connections and channels it opens."""
 import json
 import uuid
+from dataclasses import dataclass
 
 from deployment_support import REPO, Deployment, copy_project
 
 
+@dataclass
 class RemoteDeployment(Deployment):
+    first_deploy_output: str = ""  # what the first `deploy` printed, for the tests after it
+
     def full_env(self) -> dict:
         import os
 

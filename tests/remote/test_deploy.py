@@ -13,6 +13,7 @@ import requests
 
 from conftest_support import copy_project_for_remote
 from hubclient import HubClient
+from remotehost import BASE_IMAGE
 from tasks.target import REMOTE_CA_FILE
 
 pytestmark = pytest.mark.remote
@@ -30,6 +31,7 @@ def test_deploy_from_nothing_serves_https_and_spawns_on_the_remote(remote_deploy
     assert remote_host.docker("ps", "-q").stdout.strip() == ""
     result = d.inv_ok("deploy")
     print(f"first deploy: {result.seconds:.1f} s, ssh: {d.ssh_stats()}")
+    d.first_deploy_output = result.output
     assert f"answers at https://{remote_host.host}:{d.port}/" in result.output
     # Through the remote host's published port, verified against the generated certificate.
     response = requests.get(f"{d.url}/hub/api", verify=d.cafile, timeout=10)
@@ -66,6 +68,15 @@ def test_second_deploy_is_a_quick_no_op(remote_deployment, remote_host):
     assert result.seconds <= 10, f"no-op deploy took {result.seconds:.1f} s"
     assert stats["connections"] == 1
     assert stats["channels"] <= 10, stats
+
+
+def test_a_base_image_loaded_there_is_not_said_to_be_made_with_debootstrap(remote_deployment,
+                                                                           remote_host):
+    # The fixture loaded the base image with `docker load`: nothing was made with debootstrap.
+    output = remote_deployment.first_deploy_output
+    said = [line for line in output.splitlines() if BASE_IMAGE in line and "base image" in line.lower()]
+    assert said and all("debootstrap" not in line for line in said), output
+    assert f"already on {remote_host.alias}" in said[-1]
 
 
 def project_files(root) -> dict:

@@ -75,3 +75,17 @@ def test_hub_hostnames_split_on_commas_give_one_name_each(project):
     cert = x509.load_pem_x509_certificate((project.root / "secrets" / "jupyterhub.crt").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {"hub.example.org", "alt.example.org"} <= set(names.get_values_for_type(x509.DNSName))
+
+
+def test_status_over_ssh_names_the_command_that_works_there(project, remote_host):
+    result = project.inv("status")  # a fresh project: no hub on the host
+    assert result.returncode == 1, result.output
+    assert f"`python -m tasks -H {remote_host.alias} up`" in result.output
+    assert "`inv up`" not in result.output
+
+
+def test_a_bad_shell_variable_is_reported_as_the_shells(project):
+    result = project.inv("status", env={"HUB_PORT": "8443x"})
+    assert result.returncode != 0
+    assert "HUB_PORT='8443x'" in result.output
+    assert "shell" in result.output and "Bad settings in .env" not in result.output

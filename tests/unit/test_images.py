@@ -30,8 +30,8 @@ LOCAL = "jupyterhub-deploy-base:bookworm"
 
 @pytest.mark.parametrize("present, used, line", [
     (["debian:bookworm-slim", LOCAL], "debian:bookworm-slim", "base image: debian:bookworm-slim"),
-    ([LOCAL], LOCAL, f"base image: {LOCAL}, made locally with debootstrap for "
-                     "debian:bookworm-slim (`inv build --pull` tries the registry)"),
+    ([LOCAL], LOCAL, f"base image: {LOCAL}, the Debian base for debian:bookworm-slim already "
+                     "on this machine (`inv build --pull` tries the registry)"),
 ])
 def test_a_base_that_is_here_is_used_in_one_line_without_a_pull(capsys, present, used, line):
     engine = Engine(*present)
@@ -47,7 +47,7 @@ def test_pull_first_asks_the_registry_then_falls_back_to_the_local_base(capsys):
     assert engine.pulled == ["debian:bookworm-slim"]
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "Pulling base image debian:bookworm-slim..."
-    assert out[-1] == (f"base image: {LOCAL}, made locally with debootstrap, because "
+    assert out[-1] == (f"base image: {LOCAL}, already on this machine, because "
                        "debian:bookworm-slim cannot be pulled")
 
 

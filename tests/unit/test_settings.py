@@ -255,3 +255,12 @@ def test_shipped_env_leaves_the_process_environment_alone():
     before = dict(os.environ)
     read_env_file(ROOT / ".env")
     assert dict(os.environ) == before
+
+
+def test_a_bad_value_from_the_shell_is_said_to_come_from_the_shell():
+    message = refusal(with_(BASE_IMAGE="A B"), {"HUB_PORT": "8443x"})
+    lines = message.splitlines()
+    assert lines[0] == "Bad settings in .env and the shell's environment:"
+    assert lines[1].endswith("(set in the shell's environment, which wins over .env)")
+    assert lines[1].lstrip().startswith("HUB_PORT='8443x'")
+    assert lines[2].lstrip().startswith("BASE_IMAGE='A B'") and "shell" not in lines[2]
