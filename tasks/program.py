@@ -133,9 +133,6 @@ class CheckedConnectionCall(ConnectionCall):
         self.executor = kwargs.pop("executor")
         super().__init__(*args, **kwargs)
 
-    def clone_kwargs(self):
-        return {**super().clone_kwargs(), "executor": self.executor}
-
     def make_context(self, config):
         connection = CheckedConnection(**{**self.init_kwargs, "config": config})
         self.executor.running = (self.called_as or self.task.name, connection)
