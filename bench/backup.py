@@ -39,7 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "backup.json"
 PROJECT_FILES = ["tasks.py", "tasks", "hub", "notebook", "docker-compose.yml", ".env", "userlist"]
 LABEL = "org.jupyterhub-deploy"
-HELPER_IMAGE = "jupyterhub-deploy-hub:latest"
 TAR_IMAGE = "jupyterhub-deploy-base:bookworm"
 MiB = 1 << 20
 
@@ -53,7 +52,7 @@ def volume_box(volume: str, project: str):
     from docker.types import Mount
 
     box = docker.from_env().containers.create(
-        HELPER_IMAGE, labels={f"{LABEL}.project": project},
+        f"{project}-hub:latest", labels={f"{LABEL}.project": project},
         mounts=[Mount("/v", volume, type="volume", no_copy=True)], network_disabled=True)
     try:
         yield box
@@ -172,6 +171,15 @@ class Bench:
     def inv(self, *args):
         return run([sys.executable, "-m", "invoke", *args], cwd=self.root, env=self.env)
 
+    def build_images(self) -> None:
+        """Each deployment has its own images: `inv build` makes this run's, and the
+        restores' project gets the same hub image under its own name and label (backups
+        and restores run their helpers from it)."""
+        self.inv("build")
+        target = f"{self.project}r"
+        docker("build", "-q", "-t", f"{target}-hub:latest",
+               "--label", f"{LABEL}.project={target}", "-", input=f"FROM {self.project}-hub:latest\n")
+
     def median(self, measure) -> dict:
         samples = [measure(i) for i in range(self.repeat)]
         return {"seconds": statistics.median(s for s, _ in samples),
@@ -280,7 +288,7 @@ class Bench:
     def cleanup(self) -> None:
         """By label: this run's project, and the one restores went to."""
         for project in (self.project, f"{self.project}r"):
-            for kind in ("container", "volume"):
+            for kind in ("container", "volume", "network", "image"):
                 listed = subprocess.run(
                     ["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []),
                      "--filter", f"label={LABEL}.project={project}"],
@@ -336,6 +344,7 @@ def main() -> None:
     bench = Bench(args.repeat)
     started = time.monotonic()
     try:
+        bench.build_images()
         load_before = os.getloadavg()
         small = bench.fill("small", big_files=1, big_size=4 * MiB, small_files=300)
         large = bench.fill("large", big_files=4, big_size=64 * MiB, small_files=3000)

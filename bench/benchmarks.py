@@ -363,7 +363,7 @@ def start_node_proxy(bench, network: str, target: str) -> str:
 
     here = Path(__file__).resolve().parent
     container = bench.client.containers.run(
-        "jupyterhub-deploy-hub:latest", name=node_proxy_name(bench), detach=True, user="0",
+        bench.d.image("hub"), name=node_proxy_name(bench), detach=True, user="0",
         entrypoint=["node", "/bench/node_proxy.js", "/secrets/jupyterhub.crt",
                     "/secrets/jupyterhub.key", target, str(NODE_PROXY_PORT)],
         environment={"NODE_PATH": "/usr/share/nodejs"}, network=network,
@@ -453,7 +453,7 @@ def build_unfixed(bench) -> str:
 
     root = bench.d.root
     settings = load_settings(root, environ={**os.environ, **bench.d.env})
-    tag = f"jupyterhub-deploy-notebook:{bench.project}-unfixed"
+    tag = f"{bench.project}-notebook:unfixed"
     override = root / "bench-unfixed.yml"
     override.write_text(
         "services:\n  notebook:\n"

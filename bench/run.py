@@ -115,7 +115,7 @@ def git_revision() -> str:
 
 def image_ids(bench) -> dict:
     images = {}
-    for name in ("jupyterhub-deploy-hub:latest", "jupyterhub-deploy-notebook:latest"):
+    for name in (bench.d.image("hub"), bench.d.image("notebook")):
         try:
             images[name] = bench.client.images.get(name).id
         except Exception:  # noqa: BLE001

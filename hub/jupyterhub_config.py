@@ -75,7 +75,10 @@ c.JupyterHub.cleanup_servers = False
 # DockerSpawner whose start() returns once the server listens: JupyterHub's own wait for a
 # new server backs off at random up to 5 s and notices it seconds late (see hubspawner.py).
 c.JupyterHub.spawner_class = "hubspawner.ReadyDockerSpawner"
-image = env["DOCKER_NOTEBOOK_IMAGE"]
+# `inv up` names it: the image notebook/ builds for this deployment, or the one .env names.
+image = env.get("DOCKER_NOTEBOOK_IMAGE", "")
+if not image:
+    raise SystemExit("DOCKER_NOTEBOOK_IMAGE is empty: start the hub with `inv up`, which sets it.")
 c.DockerSpawner.image = image
 # Pin the image list so no user option can choose another image (CVE-2023-48311).
 c.DockerSpawner.allowed_images = {"default": image}

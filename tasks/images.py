@@ -11,6 +11,8 @@ INPUTS_LABEL = f"{LABEL}.inputs"
 # docker-compose.yml puts each into its image's INPUTS_LABEL.
 BUILD_INPUTS = {"hub": "HUB_BUILD_INPUTS", "notebook": "NOTEBOOK_BUILD_INPUTS"}
 
+# DOCKER_NOTEBOOK_IMAGE's default when all deployments on an engine shared one tag.
+SHARED_NOTEBOOK = "jupyterhub-deploy-notebook:latest"
 # Debian releases debootstrap can make a base for, by the tags Docker Hub gives them.
 DEBIAN_SUITES = {"bookworm": "bookworm", "12": "bookworm", "trixie": "trixie", "13": "trixie"}
 LOCAL_BASE = "jupyterhub-deploy-base:{suite}"
@@ -137,8 +139,15 @@ def describe_change(name: str, before, after) -> str:
 
 
 def is_project_image(settings, model) -> bool:
-    """True when DOCKER_NOTEBOOK_IMAGE names the image notebook/ builds."""
-    return settings.notebook_image == model.notebook_build_image
+    """True when DOCKER_NOTEBOOK_IMAGE means the image notebook/ builds for this deployment:
+    empty, that image's name, or the name every deployment shared before each had its own
+    (an .env from then keeps meaning what it meant)."""
+    return settings.notebook_image in ("", SHARED_NOTEBOOK, model.notebook_build_image)
+
+
+def server_image(settings, model) -> str:
+    """The image user servers run: the one notebook/ builds, or the one .env names."""
+    return model.notebook_build_image if is_project_image(settings, model) else settings.notebook_image
 
 
 def build_inputs(root: Path, service: str, build: dict, base_id: str):
@@ -181,7 +190,7 @@ def build_image(c, client, root: Path, service: str, name: str, build: dict, env
 
 def ensure_notebook_image(c, client, root: Path, settings, model, env) -> str:
     """Build notebook/ or pull the external image DOCKER_NOTEBOOK_IMAGE names."""
-    name = settings.notebook_image
+    name = server_image(settings, model)
     if is_project_image(settings, model):
         return build_image(c, client, root, "notebook", name, model.builds.get("notebook", {}), env)
     before = image_id(client, name)
@@ -192,8 +201,8 @@ def ensure_notebook_image(c, client, root: Path, settings, model, env) -> str:
         return f"image {name}: cannot be pulled now; using the copy already on this host"
     raise Exit(
         f"Cannot pull DOCKER_NOTEBOOK_IMAGE={name} and it is not on this host. Check the name, "
-        "load it with `docker load`, or set DOCKER_NOTEBOOK_IMAGE back to "
-        f"{model.notebook_build_image} to build notebook/."
+        "load it with `docker load`, or empty DOCKER_NOTEBOOK_IMAGE in .env to build "
+        "notebook/."
     )
 
 

@@ -197,17 +197,20 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
     from tasks.access import revoke_removed_users, secrets_fingerprint
     from tasks.acmestatus import served_by_hub
     from tasks.checks import hub_container, require_images
+    from tasks.images import server_image
     from tasks.names import user_volume
     from tasks.probe import ProbeError, wait_for_hub
     from tasks.quick import record_applied
 
     c, settings, info = ready.run.c, ready.settings, ready.cert
+    servers_run = server_image(settings, ready.model)
     if not after_build:  # build_steps has made the images, the network and the volume
-        require_images(ready.client, ready.model.hub_image, settings.notebook_image, c=c)
+        require_images(ready.client, ready.model.hub_image, servers_run, c=c)
         begin_changes(ready)
         ensure_network_and_volumes(ready)
     env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
-                      secrets_sha256=secrets_fingerprint(ready.root / "secrets"))
+                      secrets_sha256=secrets_fingerprint(ready.root / "secrets"),
+                      notebook_image=servers_run)
     before = hub_container(ready.client, settings.project)
     compose(c, "up", "--detach", "--wait", "--no-build", env=env)
     if settings.acme.on:  # the hub's ACME service gets the certificate: pin that one

@@ -45,14 +45,15 @@ def read_model(c, env) -> Model:
 
 
 def compose_env(settings, *, base_image="", ca_file="", users=None, cert_sha256="",
-                secrets_sha256="") -> dict:
+                secrets_sha256="", notebook_image="") -> dict:
     """Every variable docker-compose.yml reads, as the tasks resolved and checked them: the
     settings (so a shell override reaches a remote host's compose too, which reads the
-    uploaded .env) and what the tasks work out at run time."""
+    uploaded .env) and what the tasks work out at run time (`notebook_image`: the image
+    user servers run, images.server_image's answer, for the hub)."""
     env = {
         "COMPOSE_PROJECT_NAME": settings.project,
         "HUB_PORT": str(settings.port),
-        "DOCKER_NOTEBOOK_IMAGE": settings.notebook_image,
+        "DOCKER_NOTEBOOK_IMAGE": notebook_image or settings.notebook_image,
         "BASE_IMAGE": settings.base_image,
         "HUB_AUTHENTICATOR": settings.authenticator,
         "GITHUB_URL": settings.github_url,

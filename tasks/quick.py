@@ -168,7 +168,7 @@ def record_applied(ready, url: str, login: str) -> None:
     the inputs as its checks read them, and only if nobody changed them meanwhile."""
     from tasks.certs import RENEW_BEFORE
     from tasks.checks import hub_container
-    from tasks.images import base_in_use, image_id, is_project_image
+    from tasks.images import base_in_use, image_id, is_project_image, server_image
 
     run, settings = ready.run, ready.settings
     # `inv build` pulls an image it does not build, to get its updates: no quick path then.
@@ -178,7 +178,8 @@ def record_applied(ready, url: str, login: str) -> None:
         print("inputs changed while this ran: the next `inv build`/`inv up` takes every step")
         return
     hub = hub_container(run.client, settings.project)
-    names = [ready.model.hub_image, settings.notebook_image, base_in_use(run.client, settings.base_image)]
+    names = [ready.model.hub_image, server_image(settings, ready.model),
+             base_in_use(run.client, settings.base_image)]
     images = {name: image_id(run.client, name) for name in names if name}
     if hub is None or None in images.values():
         return

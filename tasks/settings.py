@@ -12,12 +12,12 @@ from tasks import limits as user_limits
 REQUIRED = (
     "COMPOSE_PROJECT_NAME",
     "HUB_PORT",
-    "DOCKER_NOTEBOOK_IMAGE",
     "BASE_IMAGE",
     "BUILD_CA_BUNDLE",
     "HUB_AUTHENTICATOR",
 )
-OPTIONAL = ("HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS", *user_limits.KEYS,
+# DOCKER_NOTEBOOK_IMAGE empty (or unset): the image notebook/ builds for this deployment.
+OPTIONAL = ("DOCKER_NOTEBOOK_IMAGE", "HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS", *user_limits.KEYS,
             *acmecert.KEYS)
 AUTHENTICATORS = ("native", "github")
 DEFAULT_GITHUB_URL = "https://github.com"
@@ -77,7 +77,8 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
     if not 1 <= port <= 65535:
         problems.append(f"HUB_PORT={port_text!r} must be a port number from 1 to 65535.")
     for key in ("DOCKER_NOTEBOOK_IMAGE", "BASE_IMAGE"):
-        if not _IMAGE.match(values[key].strip()):
+        value = values.get(key, "").strip()  # BASE_IMAGE is required: missing was refused
+        if value and not _IMAGE.match(value):
             problems.append(f"{key}={values[key]!r} is not an image reference like name:tag.")
     authenticator = values["HUB_AUTHENTICATOR"].strip()
     if authenticator not in AUTHENTICATORS:
@@ -105,7 +106,7 @@ def parse_settings(file_values: dict, environ: dict) -> Settings:
         project=project,
         port=port,
         hostnames=tuple(hostnames),
-        notebook_image=values["DOCKER_NOTEBOOK_IMAGE"].strip(),
+        notebook_image=values.get("DOCKER_NOTEBOOK_IMAGE", "").strip(),
         base_image=values["BASE_IMAGE"].strip(),
         build_ca_bundle=values["BUILD_CA_BUNDLE"].strip(),
         authenticator=authenticator,

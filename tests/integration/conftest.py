@@ -7,7 +7,7 @@ import pytest
 
 from deployment_support import (  # noqa: F401  (the names other test modules use)
     PROJECT_FILES, PROJECT_LABEL, REPO, USERLIST, Deployment, copy_project,
-    engine_for_tests, free_port,
+    engine_for_tests, free_port, remove_images,
 )
 from tasks.names import label_filter
 
@@ -22,6 +22,7 @@ def remove_labelled(client, project: str) -> None:
         volume.remove(force=True)
     for network in client.networks.list(filters=filters):
         network.remove()
+    remove_images(client, project)
 
 
 @pytest.fixture(scope="session")

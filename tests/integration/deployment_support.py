@@ -34,6 +34,10 @@ class Deployment:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    def image(self, service: str) -> str:
+        """The image `inv build` makes for a service (hub, notebook) of this deployment."""
+        return f"{self.project}-{service}:latest"
+
     @property
     def cafile(self) -> str:
         return str(self.root / "secrets" / "jupyterhub.crt")
@@ -99,15 +103,49 @@ def copy_project(root: Path) -> Path:
     return root
 
 
-_images_built = []
+_session = {}  # "project": the throwaway copy whose images every suite may borrow
+
+
+def session_image(service: str) -> str:
+    """The session's image of a service (hub, notebook), built by ensure_images_built."""
+    return f"{_session['project']}-{service}:latest"
+
+
+def remove_images(client, project: str) -> None:
+    """A project's images, found by their label: each tag goes, and with the last the image
+    (an image a container still uses stays, untagged, until the container goes)."""
+    import docker
+
+    for image in client.images.list(filters=label_filter(project)):
+        for name in image.tags or [image.id]:
+            try:
+                client.images.remove(name)
+            except docker.errors.APIError as error:
+                if error.status_code not in (404, 409):
+                    raise
+
+
+def lend_images(client, project: str, services=("hub",)) -> None:
+    """The session's images under a copy's own names, for a copy that never runs
+    `inv build`: a one-line build FROM each (instant, no layer), labelled with the copy's
+    project so that it goes with the copy's other objects."""
+    import io
+
+    for service in services:
+        client.images.build(fileobj=io.BytesIO(f"FROM {session_image(service)}\n".encode()),
+                            tag=f"{project}-{service}:latest", labels={PROJECT_LABEL: project},
+                            rm=True)
 
 
 def ensure_images_built(tmp_root: Path) -> None:
-    """Once per test session: `inv build` in a throwaway copy, so that every suite finds the
-    base, hub and notebook images whatever order it runs in (seconds when they are cached).
-    The copy's network and volume are removed again by its project label."""
-    if _images_built:
+    """Once per test session: `inv build` in a throwaway copy, so that the base image is
+    there and BuildKit's cache is warm whatever order the suites run in (each deployment
+    then builds its own images in seconds), and copies that never build can borrow them
+    (lend_images). The copy's network and volume go at once, its images at exit, all by
+    its project label."""
+    if _session:
         return
+    import atexit
     import uuid
 
     import docker
@@ -117,13 +155,14 @@ def ensure_images_built(tmp_root: Path) -> None:
                       env={"COMPOSE_PROJECT_NAME": project})
     result = copy.inv("build")
     client = docker.from_env()
+    atexit.register(remove_images, client, project)
     for volume in client.volumes.list(filters=label_filter(project)):
         volume.remove(force=True)
     for network in client.networks.list(filters=label_filter(project)):
         network.remove()
     if result.returncode != 0:
         raise RuntimeError(f"inv build failed, so no suite can run:\n{result.output[-6000:]}")
-    _images_built.append(project)
+    _session["project"] = project
 
 
 def engine_for_tests(tmp_root: Path, tier: str):

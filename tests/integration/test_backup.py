@@ -27,13 +27,12 @@ import requests
 from docker.types import Mount
 
 from conftest import remove_labelled
-from deployment_support import Deployment, copy_project, free_port
+from deployment_support import Deployment, copy_project, free_port, lend_images
 from hubclient import HubClient
 from tests import archives
 
 pytestmark = pytest.mark.integration
 
-IMAGE = "jupyterhub-deploy-hub:latest"
 LABEL = "org.jupyterhub-deploy"
 T0 = 1_700_000_000
 
@@ -47,6 +46,7 @@ def new_copy(tmp_path_factory, client, copies):
                       env={"COMPOSE_PROJECT_NAME": project})
     copy.env["HUB_PORT"] = str(copy.port)
     copies.append(copy)
+    lend_images(client, project)  # backups work through the hub's image; none is built here
     return copy
 
 
@@ -81,7 +81,7 @@ def volume_name(copy, user):
 
 def helper(client, copy, volume):
     return client.containers.create(
-        IMAGE, labels={f"{LABEL}.project": copy.project},
+        copy.image("hub"), labels={f"{LABEL}.project": copy.project},
         mounts=[Mount("/v", volume, type="volume", no_copy=True)], network_disabled=True)
 
 

@@ -38,10 +38,7 @@ def running_state(client, d):
         (ct.name, ct.id, ct.status, ct.attrs["State"]["StartedAt"])
         for ct in d.labelled(client, "containers")
     )
-    images = sorted(
-        client.images.get(name).id
-        for name in ("jupyterhub-deploy-hub:latest", "jupyterhub-deploy-notebook:latest")
-    )
+    images = sorted(client.images.get(d.image(service)).id for service in ("hub", "notebook"))
     volumes = sorted(v.name for v in d.labelled(client, "volumes"))
     networks = sorted(n.id for n in d.labelled(client, "networks"))
     secrets = {
@@ -86,7 +83,7 @@ def test_build_up_from_clean_serves_https_with_generated_cert(deployment, docker
     passwords = deployment.root / "secrets" / "initial-passwords"
     assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
     # The certificate is mounted, never baked in; the build's CA bundle left no trace.
-    probe = docker_client.containers.create("jupyterhub-deploy-hub:latest", labels={
+    probe = docker_client.containers.create(deployment.image("hub"), labels={
         "org.jupyterhub-deploy.project": deployment.project})
     try:
         stream, _ = probe.get_archive("/srv/jupyterhub")
@@ -182,8 +179,8 @@ def test_second_build_up_changes_nothing(deployment, docker_client):
     out = result.output
     # The record of the last `inv up` still describes everything: no step had work to do.
     assert "nothing changed since the last `inv up`" in out
-    assert "image jupyterhub-deploy-hub:latest: unchanged" in out
-    assert "image jupyterhub-deploy-notebook:latest: unchanged" in out
+    assert f"image {deployment.image('hub')}: unchanged" in out
+    assert f"image {deployment.image('notebook')}: unchanged" in out
     assert f"answers at https://" in out
     assert "Recreate" not in out and "checking every step" not in out
     print(f"no-op inv build up: {result.seconds:.1f} s")
@@ -197,9 +194,9 @@ def test_the_quick_check_reads_the_engine_as_the_sdk_does(deployment, docker_cli
     from tasks.quick import engine_json
 
     hub = deployment.hub_container(docker_client)
-    image = docker_client.images.get("jupyterhub-deploy-hub:latest")
+    image = docker_client.images.get(deployment.image("hub"))
     container, found, missing = engine_json(Context(), [
-        f"/containers/{hub.id}/json", "/images/jupyterhub-deploy-hub:latest/json",
+        f"/containers/{hub.id}/json", f"/images/{deployment.image('hub')}/json",
         "/containers/no-such-container-here/json"])
     sdk = docker_client.api.inspect_container(hub.id)
     assert container["Id"] == hub.id
@@ -221,7 +218,7 @@ def test_a_changed_input_takes_every_step_again(deployment, docker_client):
     assert "inputs changed; checking every step" in out
     assert "certificate: kept" in out and f"network {deployment.project}-network: exists" in out
     # Neither image's inputs changed: no build at all, not even one answered from the cache.
-    assert "image jupyterhub-deploy-hub:latest: unchanged" in out and "Built" not in out
+    assert f"image {deployment.image('hub')}: unchanged" in out and "Built" not in out
     assert out.count("and its base as it was built from") == 2
     assert running_state(docker_client, deployment) == before  # a comment recreates nothing
     out = deployment.inv_ok("build", "up").output  # .env is back as it was: once more in full
@@ -239,8 +236,8 @@ def test_a_changed_hub_folder_rebuilds_the_hub_and_keeps_user_servers(deployment
         out = deployment.inv_ok("build", "up").output
     finally:
         note.unlink()
-    assert "image jupyterhub-deploy-hub:latest: rebuilt" in out
-    assert "image jupyterhub-deploy-notebook:latest: unchanged" in out
+    assert f"image {deployment.image('hub')}: rebuilt" in out
+    assert f"image {deployment.image('notebook')}: unchanged" in out
     hub_after = containers_by_role(docker_client, deployment, "hub")[0]
     assert hub_after.id != hub_before.id  # recreated from the new image
     server.reload()

@@ -65,7 +65,7 @@ def github(deployment, docker_client, tmp_path_factory):
     (folder / "config.json").write_text(json.dumps(config))
     network = f"{deployment.project}-network"
     container = docker_client.containers.create(
-        "jupyterhub-deploy-hub:latest",
+        deployment.image("hub"),
         ["python3", "/fake/fake_github.py", "/fake/config.json", str(port)],
         name=f"{deployment.project}-fake-github",
         labels={"org.jupyterhub-deploy.project": deployment.project,

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from deployment_support import engine_state
+from deployment_support import (Deployment, copy_project, engine_state, free_port,
+                                remove_images)
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +140,46 @@ def test_build_pull_tries_the_registry_even_with_nothing_changed(up):
     pulled = up.inv_ok("build", "--pull").output
     assert "Pulling base image debian:bookworm-slim..." in pulled, pulled
     assert "nothing changed" not in pulled
+
+
+# --- two deployments on one engine ---------------------------------------------------------------
+
+def images_in_use(client, d) -> dict:
+    """{image name: id} of what the deployment runs: the hub's image, by the name its
+    container was made from, and the image it starts user servers from."""
+    hub = d.hub_container(client)
+    env = dict(line.split("=", 1) for line in hub.attrs["Config"]["Env"])
+    names = (hub.attrs["Config"]["Image"], env["DOCKER_NOTEBOOK_IMAGE"])
+    return {name: client.images.get(name).id for name in names}
+
+
+def test_a_second_deployment_builds_its_own_images_and_leaves_the_firsts(up, docker_client,
+                                                                          tmp_path_factory):
+    import uuid
+
+    from tasks.names import PROJECT_LABEL, label_filter
+
+    ours = images_in_use(docker_client, up)
+    project = f"jht{uuid.uuid4().hex[:8]}"
+    other = Deployment(root=copy_project(tmp_path_factory.mktemp(project)), project=project,
+                       port=free_port(), env={"COMPOSE_PROJECT_NAME": project})
+    for folder in ("hub", "notebook"):  # other inputs: other images
+        (other.root / folder / "NOTES.txt").write_text("a file the images do not even copy\n")
+    try:
+        result = other.inv_ok("build")
+        print(f"inv build of a second deployment, its own images from BuildKit's cache: "
+              f"{result.seconds:.1f} s")
+        assert images_in_use(docker_client, up) == ours
+        theirs = {service: docker_client.images.get(other.image(service))
+                  for service in ("hub", "notebook")}
+        assert not {image.id for image in theirs.values()} & set(ours.values())
+        assert {image.labels[PROJECT_LABEL] for image in theirs.values()} == {project}
+    finally:
+        for network in docker_client.networks.list(filters=label_filter(project)):
+            network.remove()
+        for volume in docker_client.volumes.list(filters=label_filter(project)):
+            volume.remove()
+        remove_images(docker_client, project)
+    assert docker_client.images.list(filters=label_filter(project)) == []
+    assert images_in_use(docker_client, up) == ours
+    assert "nothing changed since the last `inv up`" in up.inv_ok("up").output

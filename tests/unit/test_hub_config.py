@@ -90,6 +90,12 @@ def test_no_admin_refuses_to_start(load, admins):
         load(JUPYTERHUB_ADMINS=admins)
 
 
+@pytest.mark.parametrize("image", ["", None])
+def test_no_notebook_image_refuses_to_start(load, image):
+    with pytest.raises(SystemExit, match="DOCKER_NOTEBOOK_IMAGE is empty: start the hub with"):
+        load(DOCKER_NOTEBOOK_IMAGE=image)
+
+
 @pytest.mark.parametrize("template", ["", None, "proj-user"])
 def test_no_volume_template_refuses_to_start(load, template):
     with pytest.raises(SystemExit, match="USER_VOLUME_TEMPLATE is not set"):

@@ -1,4 +1,4 @@
-"""tasks.images: which base the builds start FROM."""
+"""tasks.images: which image user servers run, and which base the builds start FROM."""
 from types import SimpleNamespace
 
 import docker.errors
@@ -6,6 +6,25 @@ import pytest
 from invoke import MockContext
 
 from tasks import images
+
+MODEL = SimpleNamespace(notebook_build_image="proj-notebook:latest")
+
+
+def settings(image):
+    return SimpleNamespace(notebook_image=image)
+
+
+@pytest.mark.parametrize("image", ["", "jupyterhub-deploy-notebook:latest", "proj-notebook:latest"])
+def test_empty_the_old_shared_name_or_its_own_name_mean_the_image_notebook_builds(image):
+    assert images.is_project_image(settings(image), MODEL)
+    assert images.server_image(settings(image), MODEL) == "proj-notebook:latest"
+
+
+@pytest.mark.parametrize("image", ["quay.io/jupyter/scipy-notebook:2025-11-03",
+                                   "other-notebook:latest", "jupyterhub-deploy-notebook:2"])
+def test_any_other_name_is_that_image(image):
+    assert not images.is_project_image(settings(image), MODEL)
+    assert images.server_image(settings(image), MODEL) == image
 
 
 class Engine:

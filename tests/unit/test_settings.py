@@ -85,8 +85,16 @@ def test_environment_supplies_keys_the_file_lacks():
 
 
 def test_an_empty_shell_variable_wins_over_the_file_like_in_compose():
-    message = refusal(GOOD, {"DOCKER_NOTEBOOK_IMAGE": ""})
-    assert message.startswith("Missing in .env: DOCKER_NOTEBOOK_IMAGE.")
+    message = refusal(GOOD, {"BASE_IMAGE": ""})
+    assert message.startswith("Missing in .env: BASE_IMAGE.")
+
+
+@pytest.mark.parametrize("empty", [True, False], ids=["empty", "missing"])
+def test_an_empty_or_missing_notebook_image_means_the_one_notebook_builds(empty):
+    values = {k: v for k, v in GOOD.items() if k != "DOCKER_NOTEBOOK_IMAGE"}
+    if empty:
+        values["DOCKER_NOTEBOOK_IMAGE"] = " "
+    assert parse_settings(values, {}).notebook_image == ""
 
 
 def test_unrelated_environment_variables_are_ignored():
