@@ -46,7 +46,7 @@ def pinned_connection(endpoint: HubEndpoint, cert_sha256: str, timeout: float):
         sock.close()
         raise ProbeError(
             f"the server at {endpoint.where} presents another certificate ({presented[:16]}...) "
-            f"than secrets/jupyterhub.crt ({cert_sha256[:16]}...)"
+            f"than expected ({cert_sha256[:16]}...: secrets/jupyterhub.crt, or the ACME one)"
         )
     # Requests go over the socket given here: http.client connects only when it has none.
     conn = http.client.HTTPConnection("127.0.0.1", timeout=timeout)

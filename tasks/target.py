@@ -146,10 +146,11 @@ def build_ca_file(c, local_file: str) -> str:
 
 
 @contextmanager
-def hub_endpoint(c, port: int):
+def hub_endpoint(c, port: int, host: str = "127.0.0.1"):
     """How this machine reaches the hub's published port on the deployment's host
     (a tasks.probe.HubEndpoint): a TCP connection here; on a remote host, one SSH
-    direct-tcpip channel to its 127.0.0.1:port per connection.
+    direct-tcpip channel to its 127.0.0.1:port per connection. With `host`, another
+    address as the deployment's host reaches it (the ACME server, checked from there).
 
     No local port listens for the remote case, so nothing can be asked before it is
     ready (Fabric's forward_local yields before its thread listens: a probe then found
@@ -157,7 +158,7 @@ def hub_endpoint(c, port: int):
     from tasks.probe import HubEndpoint, local_endpoint
 
     if not is_remote(c):
-        yield local_endpoint(port)
+        yield local_endpoint(port, host)
         return
     import paramiko
 
@@ -168,7 +169,7 @@ def hub_endpoint(c, port: int):
     def connect(timeout: float) -> socket.socket:
         note_step(c, f"asking the hub on port {port}")
         try:
-            channel = transport.open_channel("direct-tcpip", ("127.0.0.1", port),
+            channel = transport.open_channel("direct-tcpip", (host, port),
                                              ("127.0.0.1", 0), timeout=timeout)
         except paramiko.ChannelException as error:  # the host could not connect there
             raise ConnectionRefusedError(
