@@ -5,6 +5,7 @@ then runs idempotent ensure_* steps that say what they did or that nothing was n
 Heavy modules (Docker SDK, cryptography) are imported inside the tasks so `inv --list` is quick.
 """
 import shlex
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,19 @@ def checked_run(c, *task, would: str = "change the deployment") -> Run:
     run = Run.of(c, *task, would=would)
     require_private(run.root)
     return run
+
+
+@contextmanager
+def holding(run: Run, *task: str):
+    """The deployment's operation lock (tasks/locks.py) while the block runs: one task that
+    changes the deployment at a time, from this machine or any other; a second is refused
+    with a message naming the first."""
+    from tasks.locks import operation
+    from tasks.target import command_line, given_host, is_remote
+
+    where = given_host(run.c) if is_remote(run.c) else ""
+    with operation(run.client, run.settings.project, f"`{command_line(run.c, *task)}`", where):
+        yield
 
 
 def _cert_error(error) -> Exit:
@@ -175,11 +189,15 @@ def notebook_image(c):
     """Build the user image from notebook/, or pull DOCKER_NOTEBOOK_IMAGE if it names another."""
     from tasks.images import ensure_notebook_image, is_project_image
 
-    ready = preflight(checked_run(c, "notebook-image", would="build the user image, or pull the "
-                                  "one DOCKER_NOTEBOOK_IMAGE names"))
-    begin_changes(ready)
-    env = _build_env(ready) if is_project_image(ready.settings, ready.model) else compose_env(ready.settings)
-    print(ensure_notebook_image(ready.run.c, ready.client, ready.root, ready.settings, ready.model, env))
+    run = checked_run(c, "notebook-image", would="build the user image, or pull the one "
+                      "DOCKER_NOTEBOOK_IMAGE names")
+    with holding(run, "notebook-image"):
+        ready = preflight(run)
+        begin_changes(ready)
+        built = is_project_image(ready.settings, ready.model)
+        env = _build_env(ready) if built else compose_env(ready.settings)
+        print(ensure_notebook_image(run.c, ready.client, ready.root, ready.settings, ready.model,
+                                    env))
 
 
 def build_steps(ready: Ready, pull: bool = False) -> None:
@@ -254,7 +272,8 @@ def build(c, pull=False):
                       "volumes, and build the images")
     if not pull and quick_build(run):
         return
-    build_steps(preflight(run), pull)
+    with holding(run, "build"):
+        build_steps(preflight(run), pull)
 
 
 @task
@@ -266,7 +285,8 @@ def up(c):
                       "copy the project to the host (over -H), and start the hub")
     if quick_up(run):
         return
-    up_steps(preflight(run, starting=True))
+    with holding(run, "up"):
+        up_steps(preflight(run, starting=True))
 
 
 @task(help=PULL_HELP)
@@ -278,9 +298,10 @@ def deploy(c, pull=False):
                       "project's copy on the host (over -H), images, network, volumes, the hub")
     if not pull and quick_build(run) and quick_up(run):
         return
-    ready = preflight(run, starting=True)
-    build_steps(ready, pull)
-    up_steps(ready, after_build=True)
+    with holding(run, "deploy"):
+        ready = preflight(run, starting=True)
+        build_steps(ready, pull)
+        up_steps(ready, after_build=True)
 
 
 def _user_servers(client, project: str):
@@ -312,13 +333,14 @@ def down(c):
     run = Run.of(c, "down", would="stop every user server, then the hub")
     settings, client = run.settings, run.client
     require_compose(run.c)
-    applied.forget(run.record)
-    # compose did not create the user servers and would leave them holding the network.
-    servers = _user_servers(client, settings.project)
-    for container in servers:
-        stop_and_remove(container)
-    print(f"user servers stopped: {len(servers)}")
-    compose(run.c, "down", env=compose_env(settings))
+    with holding(run, "down"):
+        applied.forget(run.record)
+        # compose did not create the user servers and would leave them holding the network.
+        servers = _user_servers(client, settings.project)
+        for container in servers:
+            stop_and_remove(container)
+        print(f"user servers stopped: {len(servers)}")
+        compose(run.c, "down", env=compose_env(settings))
 
 
 @task(help={"user": "show this user's server instead of the hub",

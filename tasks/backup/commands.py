@@ -5,6 +5,7 @@ This is the one module of the package that `inv --list` imports: the tasks impor
 (and through it the Docker SDK) when they run, so listing the tasks costs none of it.
 """
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from invoke import task
@@ -132,8 +133,9 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
                                         running_servers)
     from tasks.backup.store import peek_metadata, shown_path
     from tasks.backup.targets import Target, engine_errors, hub_target, prepare, user_target
+    from tasks.locks import operation
     from tasks.show import shown
-    from tasks.target import applied_record
+    from tasks.target import applied_record, command_line, given_host, is_remote
     from tasks.userlist import check_name
 
     if bool(user) == bool(hub):
@@ -157,9 +159,13 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
     with engine_errors("Restore"):
         dep = prepare(c)
     target = user_target(dep, user) if user else hub_target(dep)
-    if hub:  # the hub's users and groups may change: the next `inv up` takes every step
-        applied.forget(applied_record(c))
-    with engine_errors(f"Restore of {target.what}"):
+    with engine_errors(f"Restore of {target.what}"), ExitStack() as held:
+        if hub:  # no `inv up` may start the hub meanwhile: the deployment's lock
+            held.enter_context(operation(dep.client, dep.project,
+                                         f"`{command_line(c, 'restore', '--hub')}`",
+                                         given_host(c) if is_remote(c) else ""))
+            # The hub's users and groups may change: the next `inv up` takes every step.
+            applied.forget(applied_record(c))
         summary = restore_volume(dep, target, path, expected, force, limits)
     meta = summary.metadata
     print(f"restored {target.what} (volume {target.volume}) from {shown_path(path)}: "

@@ -3,25 +3,24 @@
 
 It is created and never started while archives stream through the Docker archive API
 (`get_archive`, `put_archive`), so nothing runs tar in a container; only a restore starts
-it, once, to run swap.py. Its name is the lock: a second operation on the volume cannot
-create it and is refused; one left by a killed process is found stale (same host, process
-gone) and removed.
+it, once, to run swap.py. Its name is the lock (tasks/locks.py): a second operation on the
+volume cannot create it and is refused; one left by a killed process is found stale (same
+host, process gone) and removed.
 """
 import json
-import os
 import re
-import socket
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from invoke.exceptions import Exit
 
+from tasks import locks
 from tasks.backup import streams
 from tasks.backup.archive import RESERVED, RESTORE_DIR
 from tasks.backup.tarstream import TarReader
 from tasks.backup.targets import Deployment, Target
 from tasks.backup.survey import Findings
-from tasks.names import LABEL, labels
+from tasks.names import labels
 from tasks.show import shown
 
 # Where helpers mount the volume: a path no image has, so Docker never copies image
@@ -111,90 +110,42 @@ def parse_engine_time(text: str):
 
 # --- the lock -------------------------------------------------------------------------------
 
-def _start_ticks(pid: int) -> str:
-    """When a process started (clock ticks since boot), telling a live process from a new
-    one that reuses its id; "" when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
-            return file.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def lock_name(volume: str) -> str:
     # "." never occurs in a project or an escaped user name, so this names no other object.
     return f"{volume}.lock"
 
 
-def lock_owner(got: dict) -> str:
-    """Who holds a lock, from its labels (anyone who may make containers may set them)."""
-    return shown(f"{got.get(f'{LABEL}.operation', 'an operation')} started "
-                 f"{got.get(f'{LABEL}.since', '?')} by process {got.get(f'{LABEL}.pid', '?')} "
-                 f"on {got.get(f'{LABEL}.host', '?')}")
-
-
-def stale_reason(got: dict, host: str = "") -> str:
-    """Why a lock (its labels) is stale, its process gone, or "" if it may still be held."""
-    if got.get(f"{LABEL}.host") != (host or socket.gethostname()):
-        return ""  # another machine's process: we cannot tell
-    pid = got.get(f"{LABEL}.pid", "")
-    if not pid.isdigit():
-        return ""
-    ticks = _start_ticks(int(pid))
-    if ticks and ticks == got.get(f"{LABEL}.started"):
-        return ""
-    return f"process {pid} that made it is no longer running"
-
-
-def _find_lock(client, name: str):
-    """The lock container's summary from the engine's list, or None. Listed, never
-    inspected: the engine locks a container while an archive of it streams, and an
-    inspect would wait for the other operation to finish."""
-    return next((ct for ct in client.api.containers(all=True, filters={"name": name})
-                 if f"/{name}" in ct.get("Names", [])), None)
-
-
 def acquire(dep: Deployment, target: Target, operation: str):
     """Create the volume's helper container, which is the lock; refuse if it exists."""
-    import docker
     from docker.types import Mount
 
     name = lock_name(target.volume)
-    pid = os.getpid()
-    extra = {"volume": target.volume, "operation": operation, "pid": str(pid),
-             "host": socket.gethostname(), "started": _start_ticks(pid),
-             "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
-    for _ in range(3):
-        try:
-            return dep.client.containers.create(
-                dep.image, name=name,
-                command=program_command("swap.py", MOUNT),
-                mounts=[Mount(MOUNT, target.volume, type="volume", no_copy=True)],
-                labels={**_NOT_COMPOSE, **labels(dep.project, LOCK_ROLE, **extra)},
-                network_disabled=True, user="0:0", read_only=True, working_dir="/",
-                cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER"],
-                security_opt=["no-new-privileges"],
-            )
-        except docker.errors.APIError as error:
-            if error.status_code != 409:
-                raise
-        holder = _find_lock(dep.client, name)
-        if holder is None:
-            continue  # released meanwhile
-        got = holder.get("Labels") or {}
-        reason = stale_reason(got)
-        if not reason:
-            raise Exit(
-                f"Another backup or restore of {target.what} (volume {target.volume}) is "
-                f"running: {lock_owner(got)}. Wait for it to finish and run this again. "
-                f"If that process is gone (its machine restarted), remove its lock with "
-                f"`docker rm {name}`.")
+
+    def create():
+        extra = {"volume": target.volume, **locks.owner_labels(operation)}
+        return dep.client.containers.create(
+            dep.image, name=name,
+            command=program_command("swap.py", MOUNT),
+            mounts=[Mount(MOUNT, target.volume, type="volume", no_copy=True)],
+            labels={**_NOT_COMPOSE, **labels(dep.project, LOCK_ROLE, **extra)},
+            network_disabled=True, user="0:0", read_only=True, working_dir="/",
+            cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER"],
+            security_opt=["no-new-privileges"],
+        )
+
+    def busy(got):
+        return Exit(
+            f"Another backup or restore of {target.what} (volume {target.volume}) is "
+            f"running: {locks.owner(got)}. Wait for it to finish and run this again. "
+            f"If that process is gone (its machine restarted), remove its lock with "
+            f"`docker rm {name}`.")
+
+    def finish_swap(holder):
         if holder.get("State") == "running":
             print(f"waiting for the swap a stopped restore of {target.volume} started...")
             dep.client.api.wait(holder["Id"])
-        dep.client.api.remove_container(holder["Id"], force=True)
-        print(f"removed a stale lock on {target.volume} ({lock_owner(got)}): the {reason}")
-    raise Exit(f"Could not take the lock {name} on volume {target.volume}; run this again.")
+
+    return locks.take(dep.client, name, create, busy, target.volume, on_stale=finish_swap)
 
 
 def _side_container(dep: Deployment, target: Target, suffix: str, role: str, extra_mounts=(),

@@ -142,6 +142,73 @@ def test_build_pull_tries_the_registry_even_with_nothing_changed(up):
     assert "nothing changed" not in pulled
 
 
+# --- one operation at a time ----------------------------------------------------------------------
+
+def start_inv(d, *args):
+    env = {**os.environ, **d.env, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, *d.program, *args], cwd=d.root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def read_until(process, text, deadline_s=300):
+    """The lines the process printed up to the first holding `text`."""
+    seen = []
+    end = time.monotonic() + deadline_s
+    for line in process.stdout:
+        seen.append(line)
+        if text in line:
+            return seen
+        if time.monotonic() > end:
+            break
+    raise AssertionError(f"no line with {text!r} within {deadline_s} s; saw:\n{''.join(seen)}")
+
+
+def test_a_second_operation_is_refused_while_one_runs_and_names_it(up, docker_client):
+    userlist = up.root / "userlist"
+    shipped = userlist.read_text()
+    userlist.write_text(shipped + "dora\n")  # a change: the hub is recreated
+    first = start_inv(up, "up")
+    try:
+        read_until(first, "certificate: kept")
+        second = {task: up.inv(task) for task in ("up", "down", "build")}
+        rest, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        userlist.write_text(shipped)
+    assert first.returncode == 0, rest
+    for task, result in second.items():
+        assert result.returncode == 1, (task, result.output)
+        assert (f"Another operation on deployment {up.project} is running: `inv up` started "
+                in result.output), (task, result.output)
+        assert f"by process {first.pid} on {os.uname().nodename}" in result.output
+        assert "Conflict" not in result.output and "Traceback" not in result.output
+    up.inv_ok("up")
+
+
+def test_a_lock_left_by_a_killed_run_is_found_stale_and_removed(up, docker_client):
+    userlist = up.root / "userlist"
+    shipped = userlist.read_text()
+    userlist.write_text(shipped + "dora\n")  # still changed for the next run: no quick check
+    try:
+        first = start_inv(up, "up")
+        try:
+            read_until(first, "certificate: kept")
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+        result = up.inv_ok("up")
+    finally:
+        userlist.write_text(shipped)
+    assert (f"removed a stale lock on deployment {up.project} (`inv up` started "
+            in result.output), result.output
+    assert f"process {first.pid} that made it is no longer running" in result.output
+    up.inv_ok("up")
+
+
 # --- two deployments on one engine ---------------------------------------------------------------
 
 def images_in_use(client, d) -> dict:

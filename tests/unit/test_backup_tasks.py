@@ -2,8 +2,6 @@
 anything, the backup folder, the lock's staleness, and the progress line."""
 import hashlib
 import io
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -146,26 +144,6 @@ def test_restore_names_a_refused_member_escaped(tmp_path, member):
         verify(path, hashlib.sha256(path.read_bytes()).hexdigest(), Limits())
     assert "Refused a.tar" in caught.value.message
     assert "\x1b" not in caught.value.message and "\\x1b]0;pwned\\x07" in caught.value.message
-
-
-def labels(pid, host=None, started=None):
-    return {"org.jupyterhub-deploy.pid": str(pid), "org.jupyterhub-deploy.host":
-            host or socket.gethostname(), "org.jupyterhub-deploy.started":
-            volume_helper._start_ticks(pid) if started is None else started}
-
-
-def test_a_lock_held_by_a_live_process_is_not_stale():
-    assert volume_helper.stale_reason(labels(os.getpid())) == ""
-
-
-def test_a_lock_whose_process_is_gone_or_reused_is_stale():
-    assert "no longer running" in volume_helper.stale_reason(labels(2 ** 22 + 12345, started="1"))
-    # Same pid, another start time: the id was reused by a new process.
-    assert "no longer running" in volume_helper.stale_reason(labels(os.getpid(), started="1"))
-
-
-def test_a_lock_from_another_machine_is_never_taken_as_stale():
-    assert volume_helper.stale_reason(labels(2 ** 22 + 12345, host="elsewhere", started="1")) == ""
 
 
 def test_lock_name_cannot_be_another_objects_name():

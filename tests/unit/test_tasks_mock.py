@@ -448,11 +448,25 @@ def down_setup(tmp_path, monkeypatch):
     events = []
 
     def make(containers=(), answers=(("2.29.7\n", 0), ("", 0))):
+        from contextlib import contextmanager
+
+        from tasks import locks
+
         client = FakeClient([FakeContainer(n, events, e) for n, e in containers])
         seen_roots = []
         monkeypatch.setattr(run_module, "load_settings",
                             lambda root: seen_roots.append(root) or SETTINGS)
         monkeypatch.setattr(run_module, "docker_client", lambda c: client)
+
+        @contextmanager
+        def operation(client, project, what, where=""):  # the lock, on the real engine elsewhere
+            events.append(("lock", project, what))
+            try:
+                yield
+            finally:
+                events.append(("unlock", project))
+
+        monkeypatch.setattr(locks, "operation", operation)
         seam, c = recording_context(tmp_path, *answers)
         answer = c.run.side_effect
         c.run.side_effect = lambda command, **kw: (events.append(("run", command)),
@@ -471,11 +485,13 @@ def test_down_stops_user_servers_by_label_then_compose_down(down_setup, tmp_path
         "org.jupyterhub-deploy.project=proj", "org.jupyterhub-deploy.role=user-server"]}}]
     assert events == [
         ("run", compose_line(tmp_path, "version --short", env_words="")),
+        ("lock", "proj", "`inv down`"),
         ("stop", "proj-user-ann", {"timeout": 10}),
         ("remove", "proj-user-ann", {"force": True}),
         ("stop", "proj-user-bob", {"timeout": 10}),
         ("remove", "proj-user-bob", {"force": True}),
         ("run", compose_line(tmp_path, "down")),
+        ("unlock", "proj"),
     ]
     assert "user servers stopped: 2" in capsys.readouterr().out
 
@@ -501,10 +517,10 @@ def test_down_tolerates_a_server_that_removes_itself(down_setup, tmp_path):
     c, seam, client, events, _ = down_setup(
         containers=[("proj-user-ann", gone), ("proj-user-bob", busy), ("proj-user-cy", None)])
     lifecycle.down(c)
-    assert [e[:2] for e in events if e[0] != "run"] == [
+    assert [e[:2] for e in events if e[0] not in ("run", "lock", "unlock")] == [
         ("stop", "proj-user-ann"), ("stop", "proj-user-bob"),
         ("stop", "proj-user-cy"), ("remove", "proj-user-cy")]
-    assert events[-1] == ("run", compose_line(tmp_path, "down"))
+    assert events[-2:] == [("run", compose_line(tmp_path, "down")), ("unlock", "proj")]
 
 
 def test_down_stops_on_other_engine_errors(down_setup):
@@ -513,3 +529,4 @@ def test_down_stops_on_other_engine_errors(down_setup):
     with pytest.raises(docker.errors.APIError):
         lifecycle.down(c)
     assert not [e for e in events if e[0] == "run" and e[1].endswith(" down")]
+    assert events[-1] == ("unlock", "proj")  # the lock goes with a failure too
