@@ -132,3 +132,38 @@ def test_load_userlist_without_a_file(tmp_path):
     assert caught.value.message == (
         f"No userlist in {tmp_path}: create it with one line 'YOURNAME admin'."
     )
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+def test_group_and_instructor_words_make_groups_in_file_order():
+    users = parse_userlist("ann admin instructor=physics\n"
+                           "bob group=physics,chem\n"
+                           "cy group=chem instructor=bio\n"
+                           "dee\n")
+    assert users.groups == {"physics": ("ann", "bob"), "chem": ("bob", "cy"), "bio": ("cy",)}
+    assert users.instructors == {"physics": ("ann",), "bio": ("cy",)}
+    assert users.group_lines == {"physics": 1, "chem": 2, "bio": 3}
+    assert users.admins == ("ann",) and users.users == ("bob", "cy", "dee")
+
+
+def test_without_group_words_there_are_no_groups():
+    assert parse_userlist("ann admin\nbob\n").groups == {}
+
+
+@pytest.mark.parametrize("line, says", [
+    ("bob group=Physics", "userlist:2: group='Physics' for bob is not a valid group name"),
+    ("bob group=", "userlist:2: group='' for bob is not a valid group name"),
+    ("bob group=a/b", "userlist:2: group='a/b' for bob is not a valid group name"),
+    ("bob team=physics", "userlist:2: unknown word 'team=physics' for bob"),
+    ("bob group=userlist", "userlist:2: the group name 'userlist' is the one `inv up` keeps"),
+    ("bob group=physics instructor=physics", "userlist:2: bob is put in group physics twice"),
+    ("bob group=physics,physics", "userlist:2: bob is put in group physics twice"),
+])
+def test_a_bad_group_word_names_its_line(line, says):
+    assert says in problems_of(f"ann admin\n{line}\n")
+
+
+def test_a_group_problem_does_not_hide_the_next_lines_problems():
+    message = problems_of("ann admin\nbob group=X\nBob\n")
+    assert "userlist:2:" in message and "userlist:3: 'Bob'" in message
