@@ -60,32 +60,33 @@ def human_seconds(s: float) -> str:
     return f"{s / 86400:.1f} d".replace(".0 d", " d")
 
 
-def parse_memory(text: str) -> tuple:
-    """(bytes, problem): "2G", "1.5G", "512M" (1024-based, as JupyterHub reads limits), or 0."""
+def parse_memory(text: str, key: str = "USER_MEM_LIMIT") -> tuple:
+    """(bytes, problem): "2G", "1.5G", "512M" (1024-based, as JupyterHub reads limits), or 0;
+    `key` is the setting the problem names (a profile's `memory` too)."""
     value = text.strip()
     if value == "0":
         return 0, ""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?", value, re.IGNORECASE)
     if not match:
         hint = f" (did you mean {value}M?)" if value.isdigit() else ""
-        return 0, (f"USER_MEM_LIMIT={text!r} is not a size like 2G, 1.5G or 512M{hint}; "
+        return 0, (f"{key}={text!r} is not a size like 2G, 1.5G or 512M{hint}; "
                    "0 turns the limit off.")
     size = int(float(match.group(1)) * (1 << _UNITS[match.group(2).upper()]))
     if size < MIN_MEMORY:
-        return 0, (f"USER_MEM_LIMIT={text!r} is too small for a server to start: an idle "
+        return 0, (f"{key}={text!r} is too small for a server to start: an idle "
                    f"server alone takes about 100M; give at least {human_bytes(MIN_MEMORY)}.")
     return size, ""
 
 
-def parse_cpus(text: str) -> tuple:
+def parse_cpus(text: str, key: str = "USER_CPU_LIMIT") -> tuple:
     """(cores, problem): "1", "0.5", "2"; 0 turns the limit off."""
     value = text.strip()
     if not re.fullmatch(r"\d+(\.\d+)?", value):
-        return 0.0, (f"USER_CPU_LIMIT={text!r} is not a number of cores like 1, 0.5 or 2; "
+        return 0.0, (f"{key}={text!r} is not a number of cores like 1, 0.5 or 2; "
                      "0 turns the limit off.")
     cpus = float(value)
     if 0 < cpus < MIN_CPU:
-        return 0.0, f"USER_CPU_LIMIT={text!r} is below {MIN_CPU} of a core, the least Docker allows."
+        return 0.0, f"{key}={text!r} is below {MIN_CPU} of a core, the least Docker allows."
     return cpus, ""
 
 
@@ -128,15 +129,17 @@ def parse_limits(values: dict) -> tuple:
     return Limits(mem, cpus, pids, timeout, max_age), problems
 
 
-def fits_host(limits: Limits, cores: int, mem_total: int) -> list:
+def fits_host(limits: Limits, cores: int, mem_total: int,
+              keys=("USER_CPU_LIMIT", "USER_MEM_LIMIT")) -> list:
     """What in the limits this host cannot give (the engine's NCPU and MemTotal): one
-    server's limit above the whole host limits nothing, so it is a mistake."""
+    server's limit above the whole host limits nothing, so it is a mistake. `keys`: the
+    settings the problems name (a profile's `cpus` and `memory` too)."""
     problems = []
     if limits.cpus > cores:
-        problems.append(f"USER_CPU_LIMIT={limits.cpus:g} is more than this host's {cores} "
+        problems.append(f"{keys[0]}={limits.cpus:g} is more than this host's {cores} "
                         f"cores; give at most {cores} (or 0 for no limit).")
     if limits.mem_bytes > mem_total:
-        problems.append(f"USER_MEM_LIMIT={human_bytes(limits.mem_bytes)} is more than this "
+        problems.append(f"{keys[1]}={human_bytes(limits.mem_bytes)} is more than this "
                         f"host's memory ({human_bytes(mem_total)}); give less (or 0 for no limit).")
     return problems
 
