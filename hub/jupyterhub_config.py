@@ -160,6 +160,23 @@ async def label_user_objects(spawner):
 
 c.Spawner.pre_spawn_hook = label_user_objects
 
+# --- Profiles: who may run which image with which limits, and the groups' folders -----------------
+# `inv up` checked profiles.toml against userlist and hands over the result (tasks/profiles.py);
+# empty without that file, and then everyone runs the image and limits above, as ever. The
+# user's hub groups decide at each start; a request may carry only a profile they may have:
+# anything else (an image, a limit, another profile) is refused before anything starts.
+profiles_json = env.get("HUB_PROFILES", "")
+if profiles_json:
+    from hubprofiles import Hooks, load_catalog, options_from_form
+
+    profile_hooks = Hooks(load_catalog(profiles_json), host_config, c.DockerSpawner.volumes)
+    c.Spawner.options_form = profile_hooks.options_form  # the choice, only with two or more
+    c.Spawner.options_from_form = options_from_form
+    c.Spawner.apply_user_options = profile_hooks.apply_user_options
+    # DockerSpawner's own image option is refused before it is read; its list says the same.
+    c.DockerSpawner.allowed_images = profile_hooks.allowed_images
+    c.Spawner.pre_spawn_hook = profile_hooks.after(label_user_objects)
+
 # --- Who may log in ------------------------------------------------------------------------
 c.Authenticator.admin_users = admins
 c.Authenticator.allowed_users = users | admins
