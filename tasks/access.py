@@ -155,19 +155,22 @@ def revoke_removed_users(secrets_dir: Path, endpoint, cert_sha256: str, users, v
                          c=None) -> str:
     """`inv up`'s last step, with the hub's endpoint as the tasks reach it (tasks/probe.py);
     returns the line to print. Commands are named as they work for `c`."""
+    from tasks.groups import apply_groups
     from tasks.target import command_line
 
     api = HubAPI(endpoint, cert_sha256, ensure_api_token(secrets_dir))
     try:
         removed = apply_userlist(api, users)
+        grouped = apply_groups(api, users)  # after: a removed user is in no group
     except HubAPIError as error:
         hint = ("The hub does not know the tool's token (secrets/hub-api-token): its image "
                 f"predates it; run `{command_line(c, 'build', 'up')}`." if error.status in (401, 403)
                 else f"Run `{command_line(c, 'up')}` again; if it keeps failing, see "
                      f"`{command_line(c, 'logs')}`.")
         raise Exit(f"The hub is up, but applying userlist through its API failed: {error}.\n{hint}")
+    groups = f"\n{grouped}" if grouped else ""
     if not removed:
-        return "userlist: applied, nobody removed"
+        return "userlist: applied, nobody removed" + groups
     kept = ", ".join(volume_of(name) for name in removed)
     return (f"userlist: access removed for {', '.join(removed)} (server stopped, logins ended; "
-            f"kept their volume{'s' if len(removed) > 1 else ''} {kept})")
+            f"kept their volume{'s' if len(removed) > 1 else ''} {kept})" + groups)

@@ -29,6 +29,8 @@ class RecordingHub:
 
     def call(self, method, path, body=None):
         self.calls.append((method, path, body))
+        if (method, path) == ("GET", "groups?offset=0&limit=200"):  # tasks/groups.py
+            return 200, []
         if (method, path) == ("GET", f"groups/{GROUP}"):
             return (404, {"message": "Not Found"}) if self.group is None else (
                 200, {"name": GROUP, "users": self.group})
@@ -116,10 +118,14 @@ def test_an_api_error_stops_before_the_record_changes():
 
 def test_revoke_says_what_it_did_and_turns_errors_into_exit(tmp_path, monkeypatch):
     monkeypatch.setattr(access, "apply_userlist", lambda api, users: ["bob"])
+    monkeypatch.setattr("tasks.groups.apply_groups", lambda api, users: "")
     line = access.revoke_removed_users(tmp_path, local_endpoint(8443), "ab", USERS,
                                        lambda n: f"p-user-{n}")
     assert line == ("userlist: access removed for bob (server stopped, logins ended; "
                     "kept their volume p-user-bob)")
+    monkeypatch.setattr("tasks.groups.apply_groups", lambda api, users: "groups: physics (2)")
+    line = access.revoke_removed_users(tmp_path, local_endpoint(8443), "ab", USERS, str)
+    assert line.endswith(")\ngroups: physics (2)")
 
     def fail_with(status):
         def fail(api, users):
