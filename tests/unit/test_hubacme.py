@@ -1,7 +1,7 @@
 """hub/hubacme.py, the hub's ACME service, without a CA: when it renews, how it backs off,
 what it says about a failure, the files it keeps, its HTTP answers, and its decisions step by
 step with the protocol replaced; and hub/jupyterhub_config.py running it as a managed service.
-The protocol itself, against a real ACME server, is in tests/integration/test_acme.py."""
+The protocol itself, against a real ACME server, is in tests/integration/test_acme_pebble.py."""
 import json
 import stat
 import sys
