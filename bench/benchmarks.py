@@ -357,7 +357,7 @@ def node_proxy_name(bench) -> str:
 
 
 def start_node_proxy(bench, network: str, target: str) -> str:
-    """bench/node_proxy.js in a container of the hub's image (its Node and http-proxy) on the
+    """bench/node_proxy.js in a container of the hub's image (its Node and http-proxy-3) on the
     deployment's network, serving the hub's certificate; its address once it answers."""
     import socket
 
@@ -366,7 +366,7 @@ def start_node_proxy(bench, network: str, target: str) -> str:
         bench.d.image("hub"), name=node_proxy_name(bench), detach=True, user="0",
         entrypoint=["node", "/bench/node_proxy.js", "/secrets/jupyterhub.crt",
                     "/secrets/jupyterhub.key", target, str(NODE_PROXY_PORT)],
-        environment={"NODE_PATH": "/usr/share/nodejs"}, network=network,
+        environment={"NODE_PATH": "/opt/proxy/node_modules"}, network=network,
         labels=labels(bench.project, "bench-floor"),
         volumes={str(here): {"bind": "/bench", "mode": "ro"},
                  str(bench.d.root / "secrets"): {"bind": "/secrets", "mode": "ro"}},

@@ -1,16 +1,16 @@
-// P4's floor for any proxy written on Node: the same http-proxy library and keep-alive
-// agent configurable-http-proxy uses, terminating the same TLS, with one fixed target and
-// nothing else (no routing table, no activity tracking, no logging).
+// P4's floor for any proxy written on Node: the same proxy library (http-proxy-3) and
+// keep-alive agent configurable-http-proxy 5 uses, terminating the same TLS, with one fixed
+// target and nothing else (no routing table, no activity tracking, no logging).
 //     node node_proxy.js CERT KEY TARGET PORT
 "use strict";
 const fs = require("fs");
 const http = require("http");
 const https = require("https");
-const httpProxy = require("http-proxy");
+const httpProxy = require("http-proxy-3");
 
 const [cert, key, target, port] = process.argv.slice(2);
 const proxy = httpProxy.createProxyServer({
-  agent: new http.Agent({ keepAlive: true, timeout: 60000 }),
+  agent: new http.Agent({ keepAlive: true }),
   xfwd: true,
 });
 proxy.on("error", (error, req, res) => {

@@ -17,7 +17,7 @@ ask and keeps the results, in the hub's data volume (so `inv backup --hub` has t
                  and the backoff it keeps across restarts
   renew-now      a request (`inv up`, `inv cert --renew`): try at once
 
-The proxy (chp-keepalive.js) serves current.pem as soon as it changes: a renewal restarts
+The proxy (proxy.js) serves current.pem as soon as it changes: a renewal restarts
 nothing, and connections already open keep going. A failed attempt changes nothing in
 current.pem; the next one comes after 1, 2, 4... minutes (at most 6 hours), or when the CA's
 rate limit says.

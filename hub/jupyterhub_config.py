@@ -70,6 +70,18 @@ c.JupyterHub.cookie_secret_file = "/data/jupyterhub_cookie_secret"
 # The default stops every user's container when the hub stops; keeping them running means
 # a hub restart or upgrade does not interrupt anyone's kernel.
 c.JupyterHub.cleanup_servers = False
+# The proxy is the hub's child in this container. A hub that was killed leaves its pid file
+# behind, and back up it would take whatever process of the restarted container has that
+# pid for the old proxy, and signal it and wait (or fail). /dev/shm is empty at each start.
+c.ConfigurableHTTPProxy.pid_file = "/dev/shm/jupyterhub-proxy.pid"
+# CHP 5 keeps client connections open between requests, closing an idle one after 5 s by
+# default. A client that asks every few seconds (a monitor, a script, `inv status` in a loop)
+# then sends, now and then, on a connection the proxy is closing at that moment and gets no
+# answer ("Remote end closed connection without response"; a browser retries, most scripts
+# do not). 65 s is above the 60 s idle timeout of common load balancers and clients.
+PROXY_KEEP_ALIVE_MS = 65_000
+c.ConfigurableHTTPProxy.command = ["configurable-http-proxy",
+                                   "--keep-alive-timeout", str(PROXY_KEEP_ALIVE_MS)]
 
 # --- User servers ------------------------------------------------------------------------
 # DockerSpawner whose start() returns once the server listens: JupyterHub's own wait for a
@@ -269,14 +281,11 @@ if cull_timeout or cull_max_age:
                   "scopes": ["list:users", "read:users:activity", "read:servers",
                              "delete:servers"]})
 
-if services:
-    c.JupyterHub.services = services
-    c.JupyterHub.load_roles = roles
 # --- A certificate from an ACME CA (Let's Encrypt) ---------------------------------------------
 # With ACME_DOMAIN set, hubacme.py, started (and restarted if it dies) by the hub, gets the
 # certificate and renews it while the hub runs; it keeps the account key and the certificate in
 # the data volume (/data/acme, 0600), never in secrets/, the image or the environment. The
-# proxy serves its file as soon as it changes (chp-keepalive.js), so a renewal restarts
+# proxy serves its file as soon as it changes (proxy.js), so a renewal restarts
 # nothing; until the first certificate arrives it serves the self-signed one from secrets/.
 acme_domain = env.get("ACME_DOMAIN", "")
 if acme_domain:
@@ -284,7 +293,7 @@ if acme_domain:
     acme_pem = os.path.join(acme_dir, "current.pem")
     if os.path.exists(acme_pem):
         c.JupyterHub.ssl_cert = c.JupyterHub.ssl_key = acme_pem  # one file: key, then the chain
-    c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", "--follow-ssl-cert", acme_pem]
+    c.ConfigurableHTTPProxy.command += ["--follow-ssl-cert", acme_pem]
     # Checked by `inv up`; the service refuses to start without them.
     acme_env = {key: env.get(key, "") for key in (
         "ACME_DOMAIN", "ACME_EMAIL", "ACME_DIRECTORY_URL", "ACME_CA_FILE", "ACME_HTTPS_PORT")}
@@ -292,3 +301,6 @@ if acme_domain:
                      "command": [sys.executable, "-m", "hubacme"]})
     # It talks to the ACME server and the CA's validators, never to the hub's API: no scopes.
 
+if services:
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles

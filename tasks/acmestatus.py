@@ -20,7 +20,7 @@ ACME_DIR = "/data/acme"
 STATUS_FILE = "status.json"
 REQUEST_FILE = "renew-now"
 ISSUE_DEADLINE_S = 180  # Let's Encrypt validates in seconds; a private CA may sleep between tries
-SERVED_DEADLINE_S = 20  # the proxy looks at the file once a second (hub/chp-keepalive.js)
+SERVED_DEADLINE_S = 20  # the proxy looks at the file once a second (hub/proxy.js)
 
 
 # --- Pure: what a report says ---------------------------------------------------------------------
@@ -321,9 +321,16 @@ def report_certificate(run, renew: bool = False) -> None:
         if request is None:
             raise Exit("The hub's ACME service has not started yet: see `inv logs`, then try again.")
         try:
-            wait_for_certificate(hub, acme, request=request, renewing=True)
+            status = wait_for_certificate(hub, acme, request=request, renewing=True)
         except Exit as failed:
             raise Exit(f"renewal failed: {failed.message}")
+        # "Renewed" means served: the proxy takes a new file up to a second after it changes.
+        from tasks.target import hub_endpoint
+
+        cert = fitting_certificate(status, acme)
+        if cert:
+            with hub_endpoint(run.c, run.settings.port) as endpoint:
+                wait_until_served(endpoint, cert["sha256"])
         print(f"certificate: renewed just now ({request})")
     for line in describe(certificate_report(read_status(hub), acme)):
         print(line)

@@ -59,7 +59,7 @@ def test_the_command_line_reports_a_refused_login_as_a_failed_session(hub, tmp_p
 
 def test_the_proxy_keeps_connections_alive(hub):
     """The driver's (and browsers') per-request cost assumes it: one TLS connection, many
-    requests (hub/chp-keepalive.js)."""
+    requests (configurable-http-proxy 5)."""
     context = ssl.create_default_context(cafile=hub.cafile)
     conn = http.client.HTTPSConnection("127.0.0.1", hub.port, context=context, timeout=10)
     try:

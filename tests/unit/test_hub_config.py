@@ -52,6 +52,13 @@ def test_state_lives_in_the_data_volume_and_servers_outlive_the_hub(c):
     assert c.JupyterHub.db_url == "sqlite:////data/jupyterhub.sqlite"
     assert c.JupyterHub.cookie_secret_file == "/data/jupyterhub_cookie_secret"
     assert c.JupyterHub.cleanup_servers is False
+    assert c.ConfigurableHTTPProxy.pid_file.startswith("/dev/shm/")  # gone with a restart
+
+
+def test_the_proxy_keeps_idle_client_connections_longer_than_a_minute(c):
+    command = c.ConfigurableHTTPProxy.command
+    timeout_ms = int(command[command.index("--keep-alive-timeout") + 1])
+    assert timeout_ms > 60_000
 
 
 def test_docker_spawner(c):

@@ -1,28 +1,18 @@
 #!/usr/bin/env node
-// configurable-http-proxy, with HTTP keep-alive towards the hub and the user servers, and
-// with a certificate that can change while it runs (--follow-ssl-cert, below).
-// hub/Dockerfile installs it as /usr/local/bin/configurable-http-proxy, which comes before
-// Debian's /usr/bin one in PATH, so JupyterHub starts this one with its usual options.
+// configurable-http-proxy (CHP) 5, with a certificate that can change while it runs
+// (--follow-ssl-cert, below). hub/Dockerfile installs CHP with npm into /opt/proxy, and this
+// file as /usr/local/bin/configurable-http-proxy, the command JupyterHub starts; every other
+// option is CHP's own.
 //
-// Debian's configurable-http-proxy 4.5 proxies without a connection pool, so http-proxy
-// asks each backend for `Connection: close` and relays that answer to the browser: every
-// request through the proxy then costs a new TCP connection and TLS handshake (bench/, P4).
-// Upstream added a keep-alive agent in 4.6; this gives 4.5 the same, and changes nothing
-// else: the same program, options and routes.
-// CHP reads its certificate once, at start; a restart would cut every open connection.
+// CHP 5 pools its connections to the hub and the user servers itself (Debian's 4.5 did not,
+// which is what this file first added); it reads its certificate once, at start, and a
+// restart would cut every open connection. CHP 5 is an ES module whose https server comes
+// from Node's `https` module, the same object as require("https") here: replacing its
+// createServer before CHP is imported is how the server is found, whatever proxy library
+// CHP uses inside (http-proxy-3 since 5.0).
 "use strict";
 
-const http = require("http");
-const httpProxy = require("http-proxy");
-
-// One pool for every backend; idle sockets are dropped before any backend would drop them
-// (Tornado keeps idle connections for an hour), so a reused socket is never a dead one.
-const agent = new http.Agent({ keepAlive: true, timeout: 60000 });
-
-const createProxyServer = httpProxy.createProxyServer;
-httpProxy.createProxyServer = function (options) {
-  return createProxyServer.call(this, Object.assign({ agent: agent }, options));
-};
+const CHP = "/opt/proxy/node_modules/configurable-http-proxy";
 
 // --follow-ssl-cert FILE (ours: taken out before CHP reads its options). With ACME on, the
 // hub's ACME service (hubacme.py) replaces FILE, one PEM with the key and the certificate
@@ -31,19 +21,22 @@ httpProxy.createProxyServer = function (options) {
 // websocket) keep the context they began with, new ones get the new certificate. FILE is
 // followed from the start even when it is not there yet (the first certificate), and a file
 // that cannot be used (unreadable, key and certificate that do not match) changes nothing.
-const at = process.argv.indexOf("--follow-ssl-cert");
-if (at !== -1) {
-  const followed = process.argv[at + 1];
-  process.argv.splice(at, 2);
-  followCertificate(followed);
+async function main() {
+  const at = process.argv.indexOf("--follow-ssl-cert");
+  if (at !== -1) {
+    const followed = process.argv[at + 1];
+    process.argv.splice(at, 2);
+    const { defaultLogger } = await import(`${CHP}/lib/log.js`);
+    followCertificate(followed, defaultLogger());
+  }
+  await import(`${CHP}/bin/configurable-http-proxy`);
 }
 
-function followCertificate(file) {
+function followCertificate(file, log) {
   const crypto = require("crypto");
   const fs = require("fs");
   const https = require("https");
   const tls = require("tls");
-  const log = require("configurable-http-proxy/lib/log.js").defaultLogger();
   const sslCert = process.argv[process.argv.indexOf("--ssl-cert") + 1];
   const servers = []; // [server, the options it was made with]
   let served = null; // sha256 of the certificate last served from `file`
@@ -99,4 +92,7 @@ function followCertificate(file) {
   fs.watchFile(file, { interval: 1000, persistent: false }, reload);
 }
 
-require("configurable-http-proxy/bin/configurable-http-proxy");
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
