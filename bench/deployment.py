@@ -95,14 +95,18 @@ def userlist(users: list) -> str:
     return "admin admin\n" + "".join(f"{name}\n" for name in users)
 
 
-def up(users: list, driver_user: str = "d01", workdir: Path = None, env: dict = None) -> Bench:
+def up(users: list, driver_user: str = "d01", workdir: Path = None, env: dict = None,
+       prepare=None) -> Bench:
     """Copy the project, write a userlist with the bench users, `inv build up` with `env`
-    on top of the shell's (settings such as USER_MEM_LIMIT: they beat the copy's .env)."""
+    on top of the shell's (settings such as USER_MEM_LIMIT: they beat the copy's .env);
+    `prepare(root)`, when given, changes the copy first."""
     import docker
 
     root = Path(workdir or tempfile.mkdtemp(prefix="jupyterhub-bench-"))
     copy_project(root)
     (root / "userlist").write_text(userlist([*users, driver_user]))
+    if prepare is not None:
+        prepare(root)
     project = f"jhbench{uuid.uuid4().hex[:8]}"
     d = Deployment(root=root, project=project, port=free_port(),
                    env={**(env or {}), "COMPOSE_PROJECT_NAME": project})

@@ -22,7 +22,8 @@ RECORD = Path(".state") / "applied.json"
 FORMAT = 1
 # Files and folders of the project that the tasks read; the tool's own code is added too,
 # so an upgrade of the tool goes through every step once.
-PROJECT_INPUTS = ("docker-compose.yml", ".env", "userlist", "secrets", "hub", "notebook")
+PROJECT_INPUTS = ("docker-compose.yml", ".env", "userlist", "profiles.toml", "secrets", "hub",
+                  "notebook", "images")
 CODE_DIR = Path(__file__).resolve().parent
 CODE_INPUTS = (CODE_DIR, CODE_DIR.with_suffix(".py"))
 # Shell variables the tasks (or the engine's client) read: every setting (a shell variable

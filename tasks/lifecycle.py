@@ -27,6 +27,7 @@ class Ready:
     cert_names: list
     cert: object       # certs.CertInfo of the certificate the hub serves
     inputs: str        # applied.inputs_digest() once the checks and their files are done
+    profiles: object = None  # profiles.Profiles as checked against this host, or None
 
     @property
     def root(self) -> Path:
@@ -89,18 +90,24 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     from tasks.acmecert import check_acme, ensure_hub_ca_file
     from tasks.checks import require_compose, require_limits_fit, require_port_free
     from tasks.oauth import check_login
+    from tasks.profiles import check_on_host, load_profiles
     from tasks.project import read_model
     from tasks.upload import sync_project
     from tasks.userlist import load_userlist
 
     c, root, settings = run.c, run.root, run.settings
     users = load_userlist(root)
+    profiles = load_profiles(root, users, settings.limits)
     names, plan = plan_certificate(c, root, settings)
     # The callback may name any name the hub is served under: ACME_DOMAIN's too.
     oauth_app = check_login(root, settings, [*names, *filter(None, [settings.acme.domain])])
     run.ca_file  # noqa: B018  (checked here: a BUILD_CA_BUNDLE that names no file stops the task)
     client = run.client
     require_limits_fit(client, settings.limits)
+    if profiles is not None:
+        profiles, warning = check_on_host(c, client, profiles)
+        if warning:
+            print(f"warning: {warning}")
     require_compose(c)
     if starting:
         require_port_free(c, client, settings.project, settings.port)
@@ -123,7 +130,7 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     if synced:
         print(synced)
     model = read_model(c, compose_env(settings))
-    return Ready(run, users, model, names, cert, run.inputs)
+    return Ready(run, users, model, names, cert, run.inputs, profiles)
 
 
 def begin_changes(ready: Ready) -> None:
@@ -201,7 +208,8 @@ def notebook_image(c):
 
 
 def build_steps(ready: Ready, pull: bool = False) -> None:
-    from tasks.images import ensure_hub_image, ensure_notebook_image
+    from tasks.images import ensure_hub_image, ensure_notebook_image, server_image
+    from tasks.profileimages import ensure_profile_images
 
     c = ready.run.c
     begin_changes(ready)
@@ -209,16 +217,24 @@ def build_steps(ready: Ready, pull: bool = False) -> None:
     env = _build_env(ready, pull)
     print(ensure_hub_image(c, ready.client, ready.root, ready.model, env))
     print(ensure_notebook_image(c, ready.client, ready.root, ready.settings, ready.model, env))
+    for line in ensure_profile_images(c, ready.client, ready.root, ready.profiles,
+                                      ready.settings.project,
+                                      server_image(ready.settings, ready.model), env):
+        print(line)
 
 
-def up_steps(ready: Ready, after_build: bool = False) -> None:
+def up_steps(ready: Ready, after_build: bool = False) -> Ready:
+    """Start the hub and wait until it answers; returns `ready` with the certificate it serves."""
     from tasks.access import revoke_removed_users, secrets_fingerprint
     from tasks.acmestatus import served_by_hub
     from tasks.checks import hub_container, require_images
     from tasks.images import server_image
     from tasks.names import user_volume
     from tasks.probe import ProbeError, wait_for_hub
+    from tasks.profileimages import ensure_profile_images
+    from tasks.profiles import hub_env as profiles_env
     from tasks.quick import record_applied
+    from tasks.shares import ensure_shares
 
     c, settings, info = ready.run.c, ready.settings, ready.cert
     servers_run = server_image(settings, ready.model)
@@ -226,9 +242,16 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
         require_images(ready.client, ready.model.hub_image, servers_run, c=c)
         begin_changes(ready)
         ensure_network_and_volumes(ready)
+        if ready.profiles is not None:  # the images profiles.toml names: built or pulled
+            for line in ensure_profile_images(c, ready.client, ready.root, ready.profiles,
+                                              settings.project, servers_run, _build_env(ready)):
+                print(line)
+    for line in ensure_shares(ready.client, settings.project, ready.profiles, ready.model.hub_image):
+        print(line)
     env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
                       secrets_sha256=secrets_fingerprint(ready.root / "secrets"),
                       notebook_image=servers_run)
+    env.update(profiles_env(ready.profiles, settings.project, servers_run, settings.limits.pids))
     before = hub_container(ready.client, settings.project)
     compose(c, "up", "--detach", "--wait", "--no-build", env=env)
     if settings.acme.on:  # the hub's ACME service gets the certificate: pin that one
@@ -244,6 +267,7 @@ def up_steps(ready: Ready, after_build: bool = False) -> None:
     url, login = public_url(ready), login_hint(ready)
     print(f"JupyterHub {hub.get('version', '?')} answers at {url} ({login})")
     record_applied(ready, url, login)
+    return ready
 
 
 def public_url(ready: Ready) -> str:

@@ -169,17 +169,19 @@ def record_applied(ready, url: str, login: str) -> None:
     from tasks.certs import RENEW_BEFORE
     from tasks.checks import hub_container
     from tasks.images import base_in_use, image_id, is_project_image, server_image
+    from tasks.profileimages import profile_image_names
 
     run, settings = ready.run, ready.settings
     # `inv build` pulls an image it does not build, to get its updates: no quick path then.
-    if not is_project_image(settings, ready.model):
+    if not is_project_image(settings, ready.model) or (ready.profiles and ready.profiles.pulls):
         return
     if run.inputs_now() != ready.inputs:
         print("inputs changed while this ran: the next `inv build`/`inv up` takes every step")
         return
     hub = hub_container(run.client, settings.project)
-    names = [ready.model.hub_image, server_image(settings, ready.model),
-             base_in_use(run.client, settings.base_image)]
+    servers_run = server_image(settings, ready.model)
+    names = [ready.model.hub_image, servers_run, base_in_use(run.client, settings.base_image),
+             *profile_image_names(ready.profiles, settings.project, servers_run)]
     images = {name: image_id(run.client, name) for name in names if name}
     if hub is None or None in images.values():
         return

@@ -17,8 +17,8 @@ REQUIRED = (
     "HUB_AUTHENTICATOR",
 )
 # DOCKER_NOTEBOOK_IMAGE empty (or unset): the image notebook/ builds for this deployment.
-OPTIONAL = ("DOCKER_NOTEBOOK_IMAGE", "HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS", *user_limits.KEYS,
-            *acmecert.KEYS)
+OPTIONAL = ("DOCKER_NOTEBOOK_IMAGE", "HUB_HOSTNAMES", "GITHUB_URL", "GITHUB_ALLOWED_ORGS",
+            *user_limits.KEYS, *acmecert.KEYS)
 AUTHENTICATORS = ("native", "github")
 DEFAULT_GITHUB_URL = "https://github.com"
 # Where distributions keep the system CA bundle (Debian/Ubuntu, then Fedora/RHEL).

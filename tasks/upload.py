@@ -15,7 +15,8 @@ from invoke.exceptions import Exit
 from tasks.target import REMOTE_CA_FILE, deploy_dir, is_remote, note_step
 
 # What a remote host needs to run the deployment; secrets/ travels with mode 0600/0700.
-PROJECT_FILES = ("docker-compose.yml", ".env", "userlist", "hub", "notebook", "secrets")
+PROJECT_FILES = ("docker-compose.yml", ".env", "userlist", "profiles.toml", "hub", "notebook",
+                 "images", "secrets")
 BUNDLE_MARK = ".bundle-sha256"
 
 
@@ -55,12 +56,18 @@ def plan_removals(found, names) -> list:
     every path there (`find .` below the copy), `names` the bundle's. A folder to remove
     takes what is in it, so only the topmost of each is listed. The mark stays: the upload
     rewrites it last. Paths that could reach outside the copy are never listed."""
+    # The folders that hold a bundled file stay, listed in the bundle or not: tar.add of one
+    # file (the CA bundle, as .build/ca-bundle.pem) puts no entry for its folder in the tar.
+    kept = set(names)
+    for name in names:
+        parts = name.split("/")
+        kept.update("/".join(parts[:end]) for end in range(1, len(parts)))
     removals = []
     for path in sorted(found):
         parts = path.split("/")
         if not path or path.startswith("/") or "" in parts or "." in parts or ".." in parts:
             continue
-        if path in names or path == BUNDLE_MARK:
+        if path in kept or path == BUNDLE_MARK:
             continue
         if any(path.startswith(f"{removed}/") for removed in removals):
             continue

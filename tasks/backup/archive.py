@@ -7,7 +7,8 @@ writing.py and restoring.py move the streams between volumes and files.
 
 An archive is one POSIX (pax) tar, written and read as a stream:
 
-    jupyterhub-deploy-backup.json  what it is of: kind, user, volume, project, tool, time
+    jupyterhub-deploy-backup.json  what it is of: kind (user, hub, share), user or group,
+                                   volume, project, tool, time
     data                           the volume's root folder
     data/...                       every entry of the volume, in the engine's walk order
     manifest.jsonl                 one line per data entry (path, type, size, mode, uid, gid,
@@ -46,7 +47,7 @@ SNAPSHOT_DIR = ".jupyterhub-deploy-backup"
 RESERVED = frozenset({RESTORE_DIR, SNAPSHOT_DIR})
 
 FILE, DIR, SYMLINK, HARDLINK = "file", "dir", "symlink", "hardlink"
-KINDS = ("user", "hub")
+KINDS = ("user", "hub", "share")
 
 BLOCK = 512
 MAX_HEADER = 64 * 1024  # an extended (pax/GNU) header, the metadata member, a manifest line
@@ -149,6 +150,8 @@ def check_metadata(meta) -> dict:
     user = meta.get("user")
     if kind == "user" and not isinstance(user, str):
         raise ArchiveError("it is a user archive whose metadata names no user")
+    if kind == "share" and not isinstance(meta.get("group"), str):
+        raise ArchiveError("it is a shared folder's archive whose metadata names no group")
     for key in ("volume", "project", "created", "tool"):
         if not isinstance(meta.get(key), str):
             raise ArchiveError(f"its metadata has no {key}")

@@ -56,43 +56,50 @@ def _size_limit(text) -> int:
 
 @task(auto_shortflags=False, help={
     "user": "back up this user's volume (their work/ folder)",
-    "all": "back up every user's volume and the hub's data",
+    "all": "back up every user's volume, every group's shared folder and the hub's data",
+    "share": "back up a group's shared folder (profiles.toml's [[shares]])",
     "hub": "back up the hub's data: database (copied consistently while it runs), cookie secret",
     "list": "list the backups in the backup folder",
     "dir": "backup folder (default: backups/, or invoke config backup.dir)",
     "compress": "gzip the archive (fast level; smaller, and slower than the default)",
 })
-def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=False):
-    """Back up a user's volume (--user NAME), --hub, or --all; --list shows backups."""
+def backup(c, user="", all_=False, hub=False, share="", list_=False, dir_="", compress=False):
+    """Back up a user's volume (--user NAME), a group's --share NAME, --hub, or --all."""
     from tasks.backup.store import print_backups
     from tasks.backup.targets import (engine_errors, hub_target, prepare, require_volume,
-                                      user_target, user_targets)
+                                      share_target, share_targets, user_target, user_targets)
     from tasks.backup.writing import backup_one, report
+    from tasks.profiles import check_group_name
     from tasks.show import shown
     from tasks.userlist import check_name
 
     chosen = [flag for flag, on in (("--user", bool(user)), ("--all", all_), ("--hub", hub),
-                                    ("--list", list_)) if on]
+                                    ("--share", bool(share)), ("--list", list_)) if on]
     if len(chosen) != 1:
-        raise Exit("Say what to back up: --user NAME, --hub or --all (or --list to see the "
-                   f"backups){'; not ' + ' and '.join(chosen) + ' together' if chosen else ''}.")
+        raise Exit("Say what to back up: --user NAME, --share NAME, --hub or --all (or --list "
+                   "to see the backups)"
+                   f"{'; not ' + ' and '.join(chosen) + ' together' if chosen else ''}.")
     if user:
         check_name(user)
+    if share:
+        check_group_name(share)
     folder = backup_folder(c, dir_)
     if list_:  # reads only: runs under -R/--dry too
         print_backups(folder)
         return
-    refuse_dry(c, ["backup", *chosen, *([user] if user else [])],
+    refuse_dry(c, ["backup", *chosen, *([user] if user else []), *([share] if share else [])],
                would=f"write an archive of each volume it names into {folder}")
     compress = bool(compress or _config(c, "compress"))
     with engine_errors("Backup"):
         dep = prepare(c)
         if user:
             targets = [user_target(dep, user)]
+        elif share:
+            targets = [share_target(dep, share)]
         elif hub:
             targets = [hub_target(dep)]
         else:
-            targets = user_targets(dep) + [hub_target(dep)]
+            targets = user_targets(dep) + share_targets(dep) + [hub_target(dep)]
         if len(targets) == 1:  # refused before the backup folder is made
             require_volume(dep, targets[0])
     ensure_folder(folder)
@@ -119,34 +126,39 @@ def backup(c, user="", all_=False, hub=False, list_=False, dir_="", compress=Fal
 
 @task(auto_shortflags=False, help={
     "user": "restore this user's volume",
+    "share": "restore this group's shared folder",
     "hub": "restore the hub's data (stop the hub first: `inv down`)",
     "from": "the archive: a path, or a name in the backup folder",
     "force": "replace a volume that holds files, even while the user's server runs",
     "dir": "backup folder (default: backups/, or invoke config backup.dir)",
     "max-size": "refuse archives holding more than this (default 100G, or backup.max_size)",
 })
-def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
-    """Restore a user's volume (--user NAME) or the hub's data (--hub) --from an archive."""
+def restore(c, user="", hub=False, share="", from_="", force=False, dir_="", max_size=""):
+    """Restore a user's volume (--user NAME), a --share NAME or --hub --from an archive."""
     from tasks import applied
     from tasks.backup.archive import ArchiveError, Limits, human_bytes
     from tasks.backup.restoring import (check_kind, resolve_archive, restore_volume,
                                         running_servers)
     from tasks.backup.store import peek_metadata, shown_path
-    from tasks.backup.targets import Target, engine_errors, hub_target, prepare, user_target
+    from tasks.backup.targets import (Target, engine_errors, hub_target, prepare, share_target,
+                                      user_target)
     from tasks.locks import operation
     from tasks.show import shown
+    from tasks.profiles import check_group_name
     from tasks.target import applied_record, command_line, given_host, is_remote
     from tasks.userlist import check_name
 
-    if bool(user) == bool(hub):
-        raise Exit("Say what to restore: --user NAME or --hub, and --from FILE.")
-    refuse_dry(c, ["restore", "--user", user] if user else ["restore", "--hub"],
-               would="replace the volume's files with the archive's")
+    if [bool(user), bool(hub), bool(share)].count(True) != 1:
+        raise Exit("Say what to restore: --user NAME, --share NAME or --hub, and --from FILE.")
+    flags = ["--user", user] if user else ["--share", share] if share else ["--hub"]
+    refuse_dry(c, ["restore", *flags], would="replace the volume's files with the archive's")
     if not from_:
         raise Exit("Say which archive to restore with --from FILE (`inv backup --list` shows "
                    "them).")
     if user:
         check_name(user)
+    if share:
+        check_group_name(share)
     limits = Limits(max_bytes=_size_limit(max_size or _config(c, "max_size")))
     folder = backup_folder(c, dir_)
     path, expected = resolve_archive(folder, from_)
@@ -155,10 +167,12 @@ def restore(c, user="", hub=False, from_="", force=False, dir_="", max_size=""):
     except (ArchiveError, OSError) as error:
         raise Exit(f"Refused {shown(path.name)}: {error}. Nothing was changed; pass an archive "
                    "`inv backup` wrote (`inv backup --list` shows them).")
-    check_kind(meta, Target("user" if user else "hub", "", user), path)
+    kind = "user" if user else "share" if share else "hub"
+    check_kind(meta, Target(kind, "", user, share), path)
     with engine_errors("Restore"):
         dep = prepare(c)
-    target = user_target(dep, user) if user else hub_target(dep)
+    target = (user_target(dep, user) if user else share_target(dep, share) if share
+              else hub_target(dep))
     with engine_errors(f"Restore of {target.what}"), ExitStack() as held:
         if hub:  # no `inv up` may start the hub meanwhile: the deployment's lock
             held.enter_context(operation(dep.client, dep.project,

@@ -46,6 +46,12 @@ def running_servers(dep: Deployment, user: str) -> list:
         filters={**label_filter(dep.project, "user-server", user=user), "status": "running"})
 
 
+def servers_mounting(dep: Deployment, volume: str) -> list:
+    """The running user servers that have a volume mounted (a group's folder)."""
+    return dep.client.containers.list(filters={
+        **label_filter(dep.project, "user-server"), "volume": volume, "status": "running"})
+
+
 def _refuse_running(dep: Deployment, target: Target, force: bool) -> bool:
     """Refuse while what uses the volume runs; with --force a user's server may run (the
     hub never: it would write its old database over the restored one). True if running."""
@@ -56,6 +62,14 @@ def _refuse_running(dep: Deployment, target: Target, force: bool) -> bool:
                        f"stop it with `{command_line(dep.c, 'down')}`, restore, then "
                        f"`{command_line(dep.c, 'up')}`.")
         return False
+    if target.kind == "share":
+        servers = servers_mounting(dep, target.volume)
+        if servers and not force:
+            raise Exit(f"{len(servers)} server{'s' if len(servers) > 1 else ''} "
+                       f"({', '.join(shown(s.name) for s in servers[:3])}) ha"
+                       f"{'ve' if len(servers) > 1 else 's'} {target.what} mounted: stop "
+                       f"them, or pass --force to restore under them.")
+        return bool(servers)
     servers = running_servers(dep, target.user)
     if servers and not force:
         raise Exit(f"{target.user}'s server ({shown(servers[0].name)}) is running and uses the "
@@ -114,10 +128,14 @@ def verify(path: Path, expected: str, limits: Limits) -> Summary:
 
 def check_kind(meta: dict, target: Target, path: Path) -> None:
     name, user = shown(path.name), shown(meta["user"])  # the user as the archive names it
+    group = shown(meta.get("group"))
     if meta["kind"] != target.kind:
-        other = "--hub" if meta["kind"] == "hub" else f"--user {user}"
-        raise Exit(f"{name} is a backup of {'the hub' if meta['kind'] == 'hub' else 'a user'}"
-                   f": restore it with {other}.")
+        other = {"hub": "--hub", "share": f"--share {group}"}.get(meta["kind"], f"--user {user}")
+        of = {"hub": "the hub", "share": "a shared folder"}.get(meta["kind"], "a user")
+        raise Exit(f"{name} is a backup of {of}: restore it with {other}.")
+    if target.kind == "share" and meta["group"] != target.group:
+        raise Exit(f"{name} is the shared folder of {group}, not of {target.group}: restore it "
+                   f"with --share {group}.")
     if target.kind == "user" and meta["user"] != target.user:
         raise Exit(f"{name} is {user}'s backup, not {target.user}'s: restore it "
                    f"with --user {user}.")
@@ -153,7 +171,8 @@ def restore_volume(dep: Deployment, target: Target, path: Path, expected: str, f
     try:
         dep.client.volumes.get(target.volume)
     except docker.errors.NotFound:
-        role = ("user-volume", {"user": target.user}) if target.kind == "user" else ("hub-data", {})
+        role = {"user": ("user-volume", {"user": target.user}),
+                "share": ("share", {"group": target.group})}.get(target.kind, ("hub-data", {}))
         dep.client.volumes.create(target.volume, labels=labels(dep.project, role[0], **role[1]))
         created = True
     done = False

@@ -119,7 +119,8 @@ def print_backups(folder: Path) -> None:
             what, project, created = "unreadable", "", ""
         else:
             # Read from the archive: whatever it says is shown escaped.
-            what = f"user {shown(meta['user'])}" if meta["kind"] == "user" else "hub data"
+            what = {"user": f"user {shown(meta['user'])}",
+                    "share": f"share {shown(meta.get('group'))}"}.get(meta["kind"], "hub data")
             project = shown(meta["project"])
             created = shown(meta["created"].replace("T", " ").rstrip("Z"))
         flag = "" if sidecar else "   (no .sha256 file: a restore refuses it)"

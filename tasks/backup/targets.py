@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from tasks.names import USER_LABEL, label_filter, user_volume
+from tasks.names import LABEL, USER_LABEL, label_filter, user_volume
 from tasks.show import shown
 from tasks.target import command_line, docker_client, place, project_dir
 from tasks.userlist import check_name
@@ -14,12 +14,15 @@ from tasks.userlist import check_name
 
 @dataclass(frozen=True)
 class Target:
-    kind: str  # "user" or "hub"
+    kind: str  # "user", "hub" or "share"
     volume: str
     user: str = ""
+    group: str = ""  # a share's
 
     @property
     def what(self) -> str:
+        if self.kind == "share":
+            return f"the shared folder of {self.group}"
         return f"user {self.user}" if self.kind == "user" else "the hub's data"
 
 
@@ -62,6 +65,29 @@ def hub_target(dep: Deployment) -> Target:
     return Target("hub", dep.hub_volume)
 
 
+def share_target(dep: Deployment, group: str) -> Target:
+    from tasks.profiles import check_group_name, share_volume
+
+    check_group_name(group)
+    return Target("share", share_volume(dep.project, group), group=group)
+
+
+def share_targets(dep: Deployment) -> list:
+    """Every group folder of this project, by its labels (`inv up` labels each it makes)."""
+    from tasks.profiles import share_volume
+
+    found = dep.client.volumes.list(filters=label_filter(dep.project, "share"))
+    targets = []
+    for volume in sorted(found, key=lambda v: v.name):
+        group = (volume.attrs.get("Labels") or {}).get(f"{LABEL}.group", "")
+        if share_volume(dep.project, group) != volume.name:
+            print(f"skipped volume {shown(volume.name)}: labelled for group '{shown(group)}', "
+                  f"whose folder is {share_volume(dep.project, group)}")
+            continue
+        targets.append(share_target(dep, group))
+    return targets
+
+
 def require_volume(dep: Deployment, target: Target) -> None:
     import docker
 
@@ -69,7 +95,10 @@ def require_volume(dep: Deployment, target: Target) -> None:
         dep.client.volumes.get(target.volume)  # exact name; list(filters=name) matches substrings
     except docker.errors.NotFound:
         hint = (f"{target.user} has never started a server here, or the name is misspelt"
-                if target.kind == "user" else f"run `{command_line(dep.c, 'build')}` to make it")
+                if target.kind == "user" else
+                "profiles.toml gives that group no shared folder, or the name is misspelt; "
+                f"`{command_line(dep.c, 'up')}` makes those it names"
+                if target.kind == "share" else f"run `{command_line(dep.c, 'build')}` to make it")
         raise Exit(f"No volume {target.volume} for {target.what}: {hint}. "
                    f"`{command_line(dep.c, 'backup', '--all')}` backs up every user volume there is.")
 

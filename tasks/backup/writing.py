@@ -111,6 +111,7 @@ def write_archive(dep: Deployment, source, target: Target, folder: Path, compres
     free = shutil.disk_usage(folder).free
     metadata = make_metadata(target.kind, target.volume, dep.project, tool_version(dep.root),
                              created, user=target.user,
+                             **({"group": target.group} if target.kind == "share" else {}),
                              compression="gzip" if compress else "none",
                              hub_database="online-backup" if snapshot else "as-is")
     progress = Progress(f"backing up {target.what}")

@@ -697,22 +697,20 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("crash_after", range(0, 16))
-@pytest.mark.parametrize("commit", [True, False], ids=["committed", "not-committed"])
-def test_swap_interrupted_anywhere_then_run_again_is_whole(tmp_path, monkeypatch, crash_after,
-                                                           commit):
-    """Crash the swap after its n-th rename or removal (rmtree's own removals count too),
-    run it again: the volume holds the old contents (not committed) or the new ones
-    (committed), never a mix."""
-    root = tmp_path / "vol"
-    make_volume(root, OLD)
-    stage(root, NEW, commit=commit)
+# The renames and removals (rmtree's own included) a swap makes from what stage() leaves:
+# the crash test below interrupts each of them, and only those.
+SWAP_STEPS = {True: 14, False: 5}
+
+
+def counting_steps(monkeypatch, crash_after=None) -> dict:
+    """Count the swap's renames and removals; with `crash_after`, raise Crash instead of
+    making the one after that many."""
     calls = {"n": 0}
     real_rename, real_rmtree, real_rmdir = os.rename, restore_swap.shutil.rmtree, os.rmdir
 
     def counting(real):
         def step(*args, **kwargs):
-            if calls["n"] >= crash_after:
+            if crash_after is not None and calls["n"] >= crash_after:
                 raise Crash()
             calls["n"] += 1
             return real(*args, **kwargs)
@@ -721,16 +719,37 @@ def test_swap_interrupted_anywhere_then_run_again_is_whole(tmp_path, monkeypatch
     monkeypatch.setattr(restore_swap.os, "rename", counting(real_rename))
     monkeypatch.setattr(restore_swap.os, "rmdir", counting(real_rmdir))
     monkeypatch.setattr(restore_swap.shutil, "rmtree", counting(real_rmtree))
-    try:
+    return calls
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["committed", "not-committed"])
+def test_the_swap_makes_exactly_the_steps_the_crash_test_interrupts(tmp_path, monkeypatch,
+                                                                    commit):
+    root = tmp_path / "vol"
+    make_volume(root, OLD)
+    stage(root, NEW, commit=commit)
+    calls = counting_steps(monkeypatch)
+    restore_swap.settle(str(root), OWNER)
+    assert calls["n"] == SWAP_STEPS[commit]
+
+
+@pytest.mark.parametrize("commit, crash_after", [
+    (commit, n) for commit in (True, False) for n in range(SWAP_STEPS[commit])],
+    ids=lambda value: {True: "committed", False: "not-committed"}.get(value, value))
+def test_swap_interrupted_anywhere_then_run_again_is_whole(tmp_path, monkeypatch, crash_after,
+                                                           commit):
+    """Crash the swap at each of its renames and removals, run it again: the volume holds
+    the old contents (not committed) or the new ones (committed), never a mix."""
+    root = tmp_path / "vol"
+    make_volume(root, OLD)
+    stage(root, NEW, commit=commit)
+    counting_steps(monkeypatch, crash_after)
+    with pytest.raises(Crash):
         restore_swap.settle(str(root), OWNER)
-        finished_first_time = True
-    except Crash:
-        finished_first_time = False
     monkeypatch.undo()
-    if not finished_first_time:
-        # "cleaned": the crash came while removing what was left of a finished swap.
-        assert restore_swap.settle(str(root), OWNER) in (
-            ("finished", "cleaned") if commit else ("undone", "cleaned"))
+    # "cleaned": the crash came while removing what was left of a finished swap.
+    assert restore_swap.settle(str(root), OWNER) in (
+        ("finished", "cleaned") if commit else ("undone", "cleaned"))
     assert snapshot(root) == (NEW if commit else OLD)
     assert not (root / restore_swap.WORK).exists()
 

@@ -25,7 +25,9 @@ def context(tmp_path, **backup_config):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({}, "Say what to back up: --user NAME, --hub or --all"),
+    ({}, "Say what to back up: --user NAME, --share NAME, --hub or --all"),
+    ({"share": "physics", "hub": True}, "not --hub and --share together"),
+    ({"share": "../x"}, "'../x' is not a valid group name"),
     ({"user": "alice", "hub": True}, "not --user and --hub together"),
     ({"all_": True, "list_": True}, "not --all and --list together"),
     ({"user": "../etc"}, "'../etc' is not a valid user name"),
@@ -40,7 +42,9 @@ def test_backup_refuses_bad_input_before_the_engine(tmp_path, kwargs, words):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"from_": "x.tar"}, "Say what to restore: --user NAME or --hub"),
+    ({"from_": "x.tar"}, "Say what to restore: --user NAME, --share NAME or --hub"),
+    ({"share": "physics", "user": "alice", "from_": "x.tar"}, "Say what to restore"),
+    ({"share": "Phys ics", "from_": "x.tar"}, "'Phys ics' is not a valid group name"),
     ({"user": "alice", "hub": True, "from_": "x.tar"}, "Say what to restore"),
     ({"user": "alice"}, "Say which archive to restore with --from FILE"),
     ({"user": "a;rm -rf /", "from_": "x.tar"}, "is not a valid user name"),
@@ -76,6 +80,29 @@ def test_restore_refuses_the_wrong_kind_or_user_before_the_engine(tmp_path):
     with pytest.raises(Exit) as caught:
         backup.restore(context(tmp_path), hub=True, from_="a.tar")
     assert "restore it with --user alice" in caught.value.message
+
+
+def test_a_shared_folders_archive_restores_only_as_that_groups_share(tmp_path):
+    meta = metadata(kind="share", volume="proj-share-physics", group="physics")
+    write_archive(tmp_path / "backups", "s.tar", make_archive(volume(), meta=meta))
+    for kwargs, says in [({"share": "chem"}, "the shared folder of physics, not of chem: "
+                                             "restore it with --share physics"),
+                         ({"user": "alice"}, "is a backup of a shared folder: restore it with "
+                                             "--share physics"),
+                         ({"hub": True}, "restore it with --share physics")]:
+        with pytest.raises(Exit) as caught:
+            backup.restore(context(tmp_path), from_="s.tar", **kwargs)
+        assert says in caught.value.message
+    write_archive(tmp_path / "backups", "a.tar", make_archive(volume()))
+    with pytest.raises(Exit, match="restore it with --user alice"):
+        backup.restore(context(tmp_path), share="physics", from_="a.tar")
+
+
+def test_a_share_archive_without_its_group_is_refused(tmp_path):
+    meta = metadata(kind="share", volume="proj-share-physics")
+    write_archive(tmp_path / "backups", "s.tar", make_archive(volume(), meta=meta))
+    with pytest.raises(Exit, match="shared folder's archive whose metadata names no group"):
+        backup.restore(context(tmp_path), share="physics", from_="s.tar")
 
 
 def test_restore_refuses_what_is_not_an_archive(tmp_path):

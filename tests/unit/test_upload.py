@@ -33,3 +33,8 @@ def test_a_remote_dir_that_is_not_a_folder_of_its_own_is_refused(folder):
 @pytest.mark.parametrize("folder", ["jupyterhub-deploy", "/srv/jupyterhub-deploy", "deploy/hub one"])
 def test_a_folder_of_its_own_is_kept(folder):
     assert own_folder(folder) == folder
+
+
+def test_the_folder_of_a_file_bundled_alone_is_kept():
+    found = [".build", ".build/ca-bundle.pem", ".build/old.pem"]
+    assert plan_removals(found, {".build/ca-bundle.pem"}) == [".build/old.pem"]
