@@ -196,7 +196,8 @@ def ensure_notebook_image(c, client, root: Path, settings, model, env) -> str:
     before = image_id(client, name)
     print(f"Pulling notebook image {name}...")
     if pull(client, name):
-        return describe_change(name, before, image_id(client, name))
+        after = image_id(client, name)
+        return f"image {name}: {'unchanged' if after == before else 'pulled'} ({after[7:19]})"
     if before:
         return f"image {name}: cannot be pulled now; using the copy already on this host"
     raise Exit(

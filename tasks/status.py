@@ -31,25 +31,17 @@ def memory_used(stats: dict) -> int:
 
 def cpu_cores_used(before: dict, after: dict) -> float:
     """Cores busy between two stats samples of one container (1.0 = one core all along)."""
+    from tasks.backup.helper import parse_engine_time
+
     def reading(stats):
         used = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0
-        return int(used), _time(stats.get("read", ""))
+        return int(used), parse_engine_time(stats.get("read", ""))
 
     used0, t0 = reading(before)
     used1, t1 = reading(after)
-    if t0 is None or t1 is None or t1 <= t0:
+    if t0 is None or t1 is None or t1 <= t0 or before.get("read", "").startswith("0001-"):
         return 0.0
-    return max(0.0, (used1 - used0) / 1e9 / (t1 - t0))
-
-
-def _time(text: str):
-    """Seconds from the engine's RFC 3339 time with nanoseconds ("...T10:00:01.123456789Z")."""
-    if not text or text.startswith("0001-"):
-        return None
-    base, _, rest = text.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(base).replace(tzinfo=timezone.utc).timestamp()
-    digits = "".join(ch for ch in rest if ch.isdigit())[:9]
-    return seconds + (int(digits.ljust(9, "0")) / 1e9 if digits else 0)
+    return max(0.0, (used1 - used0) / (t1 - t0))
 
 
 def parse_hub_time(text):

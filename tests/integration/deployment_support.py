@@ -79,6 +79,25 @@ class Deployment:
         return getattr(client, kind).list(filters=filters)
 
 
+def backed_up(result):
+    """(path, size, sha256) from `inv backup` output, one per archive."""
+    import re
+
+    found = re.findall(r"path:\s+(\S.*)\n\s+size:\s+(\d+) bytes.*\n\s+sha256:\s+([0-9a-f]{64})",
+                       result.stdout)
+    return [(path, int(size), digest) for path, size, digest in found]
+
+
+def file_sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def engine_state(client, d) -> dict:
     """What must not change when nothing should: the deployment's containers (id, state,
     start time, image), its images, volumes and networks."""

@@ -250,3 +250,134 @@ def test_a_second_deployment_builds_its_own_images_and_leaves_the_firsts(up, doc
     assert docker_client.images.list(filters=label_filter(project)) == []
     assert images_in_use(docker_client, up) == ours
     assert "nothing changed since the last `inv up`" in up.inv_ok("up").output
+
+
+
+# --- what only unit tests proved before: a certificate of the operator's, a pulled image --------
+
+def test_a_certificate_the_operator_puts_in_secrets_is_what_the_hub_presents(up):
+    import ssl
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.example.org")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("hub.example.org")]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    secrets = up.root / "secrets"
+    saved = {name: (secrets / name).read_bytes() for name in ("jupyterhub.crt", "jupyterhub.key")}
+    (secrets / "jupyterhub.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (secrets / "jupyterhub.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    try:
+        out = up.inv_ok("up").output
+        presented = ssl.get_server_certificate(("127.0.0.1", up.port), timeout=10)
+    finally:
+        for name, data in saved.items():
+            (secrets / name).write_bytes(data)
+    assert "certificate: kept (warning: your secrets/jupyterhub.crt" in out, out
+    assert ssl.PEM_cert_to_DER_cert(presented) == cert.public_bytes(serialization.Encoding.DER)
+    up.inv_ok("up")  # the self-signed pair again
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Debian's docker-registry on a free loopback port, its storage in a temporary folder:
+    the engine pushes and pulls there over plain HTTP (127.0.0.0/8 is an insecure registry
+    by default). Yields its host:port."""
+    import shutil
+    import urllib.request
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is missing: run bin/setup --test")
+    folder = tmp_path_factory.mktemp("registry")
+    address = f"127.0.0.1:{free_port()}"
+    (folder / "config.yml").write_text(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {folder / 'storage'}\nhttp:\n  addr: {address}\n")
+    server = subprocess.Popen([binary, "serve", str(folder / "config.yml")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    end, last = time.monotonic() + 30, None
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError as error:
+                last = error
+            if time.monotonic() > end or server.poll() is not None:
+                raise AssertionError(f"the registry did not answer on {address} within 30 s; "
+                                     f"last: {last!r}")
+            time.sleep(0.1)
+        yield address
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_notebook_image_named_in_env_is_pulled_from_its_registry_and_spawned(
+        up, registry, docker_client):
+    from hubclient import HubClient
+
+    name = f"{registry}/jht-notebook:1"
+    docker_client.images.get(up.image("notebook")).tag(f"{registry}/jht-notebook", "1")
+    for line in docker_client.images.push(f"{registry}/jht-notebook", "1", stream=True,
+                                          decode=True):
+        assert "error" not in line, line
+    docker_client.images.remove(name)  # only the registry has it now
+    env = {"DOCKER_NOTEBOOK_IMAGE": name}
+    try:
+        built = up.inv_ok("build", env=env).output
+        up.inv_ok("up", env=env)
+        alice = HubClient(up.url, up.cafile)
+        assert alice.login("alice", up.password("alice")).status_code == 302
+        alice.make_token("alice")
+        alice.start_server("alice")
+        assert alice.run_code("alice", "3*3") == "9"
+        server = docker_client.containers.get(f"{up.project}-user-alice")
+        ran = server.attrs["Config"]["Image"]
+        alice.stop_server("alice")
+    finally:
+        up.inv_ok("up")
+        docker_client.images.remove(name)
+    assert f"Pulling notebook image {name}..." in built
+    assert f"image {name}: pulled (" in built, built
+    assert ran == name
+
+
+# --- the hub's data on its own ---------------------------------------------------------------------
+
+def test_backup_hub_alone_holds_a_whole_database_and_the_cookie_secret(up, tmp_path):
+    import json
+    import sqlite3
+    import tarfile
+
+    from deployment_support import backed_up, file_sha256
+
+    result = up.inv_ok("backup", "--hub", "--dir", str(tmp_path))
+    [(path, size, digest)] = backed_up(result)
+    assert f"backup of the hub's data (volume {up.project}-hub-data):" in result.stdout
+    archive = up.root / path  # the path as printed: relative to the project, or absolute
+    assert archive.stat().st_size == size and file_sha256(archive) == digest
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        meta = json.loads(tar.extractfile("jupyterhub-deploy-backup.json").read())
+        (tmp_path / "hub.sqlite").write_bytes(tar.extractfile("data/jupyterhub.sqlite").read())
+    assert (meta["kind"], meta["hub_database"]) == ("hub", "online-backup")
+    assert "data/jupyterhub_cookie_secret" in names
+    assert not [n for n in names if n.endswith(("-journal", "-wal", "-shm"))]
+    with sqlite3.connect(tmp_path / "hub.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert {"admin", "alice"} <= {row[0] for row in db.execute("SELECT name FROM users")}
