@@ -216,6 +216,43 @@ def test_a_dropped_connection_mid_deploy_converges_on_the_next_run(remote_deploy
     assert hub.login("bob", d.password("bob")).status_code == 302
 
 
+def test_a_second_operation_over_ssh_is_refused_naming_the_first(remote_deployment, remote_host):
+    """The operation lock lives on the remote engine: a second task from this laptop (or any
+    other) is refused while a deploy runs there, with the command that removes a lock left
+    by a machine that went away."""
+    import os
+
+    d = remote_deployment
+    userlist = d.root / "userlist"
+    shipped = userlist.read_text()
+    userlist.write_text(shipped + "carl\n")  # a change: no quick path, the hub is recreated
+    first = subprocess.Popen(
+        [sys.executable, *d.program, "deploy"], cwd=d.root, env=d.full_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in first.stdout:
+            seen.append(line)
+            if "project files on" in line:
+                break
+        assert seen and "project files on" in seen[-1], "".join(seen)
+        second = d.inv("down")
+        rest, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+        userlist.write_text(shipped)
+    assert first.returncode == 0, "".join(seen) + rest
+    assert second.returncode == 1, second.output
+    assert (f"Another operation on deployment {d.project} is running: "
+            f"`python -m tasks -H {remote_host.alias} deploy` started") in second.output, second.output
+    assert f"by process {first.pid} on {os.uname().nodename}" in second.output, second.output
+    assert f"`docker rm {d.project}-operation.lock` on {remote_host.alias}." in second.output
+    assert remote_host.docker("ps", "-q", "--filter", f"name={d.project}-hub").stdout.strip()
+    d.inv_ok("deploy")  # the userlist as shipped again
+
+
 def test_backup_over_ssh_round_trips_with_matching_checksums(remote_deployment, remote_host):
     """`-H host backup --user` lands the archive here; `-H host restore` puts it back there."""
     import hashlib
