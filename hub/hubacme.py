@@ -44,6 +44,7 @@ BACKOFF_FIRST_S = 60
 BACKOFF_MAX_S = 6 * 3600
 ORDER_DEADLINE_S = 120  # validation and issuance, once asked; Let's Encrypt takes seconds
 NETWORK_TIMEOUT_S = 30
+BAD_NONCE_TRIES = 4  # whole attempts, each with the library's own one retry
 IDLE_CHECK_S = 1.0  # how often a waiting service looks for a renew-now request
 
 log = logging.getLogger("acme")
@@ -389,6 +390,24 @@ def issue(settings: Settings, store: Store, responder: Responder) -> tuple:
     return _key_pem(key), order.fullchain_pem
 
 
+def with_fresh_nonces(attempt, tries: int = BAD_NONCE_TRIES):
+    """attempt() again at once when the CA refused a request's nonce (badNonce), up to
+    `tries` times in all. RFC 8555 6.5: a client retries such a request; the acme library
+    does so once, and a CA may refuse two in a row (Pebble refuses 5 % at random, on
+    purpose). Counted as a failed attempt, it would wait a backoff of a minute or more for
+    nothing; anything else is raised as it is."""
+    from acme import errors, messages
+
+    for left in range(tries - 1, -1, -1):
+        try:
+            return attempt()
+        except (messages.Error, errors.IssuanceError) as error:
+            inner = error.error if isinstance(error, errors.IssuanceError) else error
+            if left == 0 or getattr(inner, "code", None) != "badNonce":
+                raise
+            log.info("the ACME server refused a nonce (%s); asking again at once", _short(inner))
+
+
 def _use_account(acme, store: Store, settings: Settings) -> None:
     """The account at this ACME server: the one kept, or a new one (its contact the e-mail)."""
     from acme import errors, messages
@@ -498,7 +517,8 @@ class Service:
         self.report(served)
         log.info("asking %s for a certificate for %s (%s)", s.directory, s.domain, why)
         try:
-            key_pem, chain_pem = issue(s, self.store, self.responder)
+            key_pem, chain_pem = with_fresh_nonces(
+                lambda: issue(s, self.store, self.responder))
             from cryptography import x509
 
             new = summary(x509.load_pem_x509_certificate(chain_pem.encode()), s.directory, s.domain)

@@ -321,3 +321,34 @@ def test_with_acme_the_hub_runs_the_service_and_the_proxy_follows_its_file(hub_c
     c = hub_config({**ENV, "HUB_SECRETS_DIR": str(tmp_path), "HUB_ACME_DIR": str(acme_dir),
                     **hub_env(ACME, 443)})
     assert c.JupyterHub.ssl_cert == c.JupyterHub.ssl_key == str(acme_dir / "current.pem")
+
+
+def test_a_refused_nonce_is_asked_again_at_once_and_other_errors_are_not():
+    from acme import messages
+
+    import hubacme
+
+    calls = []
+
+    def attempt(fail_with):
+        def run():
+            calls.append(1)
+            if len(calls) <= fail_with:
+                raise messages.Error(typ="urn:ietf:params:acme:error:badNonce", detail="bad")
+            return "issued"
+        return run
+
+    assert hubacme.with_fresh_nonces(attempt(2), tries=4) == "issued"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(messages.Error):
+        hubacme.with_fresh_nonces(attempt(9), tries=4)
+    assert len(calls) == 4
+    calls.clear()
+
+    def refused():
+        calls.append(1)
+        raise messages.Error(typ="urn:ietf:params:acme:error:unauthorized", detail="no")
+    with pytest.raises(messages.Error):
+        hubacme.with_fresh_nonces(refused, tries=4)
+    assert len(calls) == 1
