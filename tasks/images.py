@@ -193,18 +193,23 @@ def ensure_notebook_image(c, client, root: Path, settings, model, env) -> str:
     name = server_image(settings, model)
     if is_project_image(settings, model):
         return build_image(c, client, root, "notebook", name, model.builds.get("notebook", {}), env)
+    return pull_or_keep(client, name, "notebook", (
+        f"Cannot pull DOCKER_NOTEBOOK_IMAGE={name} and it is not on this host. Check the name, "
+        "load it with `docker load`, or empty DOCKER_NOTEBOOK_IMAGE in .env to build "
+        "notebook/."))
+
+
+def pull_or_keep(client, name: str, kind: str, missing: str) -> str:
+    """Pull an image the project does not build, to get its updates; keep the copy on this
+    host when the registry cannot be reached; `missing` is the Exit's text when there is none."""
     before = image_id(client, name)
-    print(f"Pulling notebook image {name}...")
+    print(f"Pulling {kind} image {name}...")
     if pull(client, name):
         after = image_id(client, name)
         return f"image {name}: {'unchanged' if after == before else 'pulled'} ({after[7:19]})"
     if before:
         return f"image {name}: cannot be pulled now; using the copy already on this host"
-    raise Exit(
-        f"Cannot pull DOCKER_NOTEBOOK_IMAGE={name} and it is not on this host. Check the name, "
-        "load it with `docker load`, or empty DOCKER_NOTEBOOK_IMAGE in .env to build "
-        "notebook/."
-    )
+    raise Exit(missing)
 
 
 def ensure_hub_image(c, client, root: Path, model, env) -> str:

@@ -90,7 +90,8 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     from tasks.acmecert import check_acme, ensure_hub_ca_file
     from tasks.checks import require_compose, require_limits_fit, require_port_free
     from tasks.oauth import check_login
-    from tasks.profiles import check_on_host, load_profiles
+    from tasks.profilehost import check_on_host
+    from tasks.profiles import load_profiles
     from tasks.project import read_model
     from tasks.upload import sync_project
     from tasks.userlist import load_userlist
@@ -232,7 +233,7 @@ def up_steps(ready: Ready, after_build: bool = False) -> Ready:
     from tasks.names import user_volume
     from tasks.probe import ProbeError, wait_for_hub
     from tasks.profileimages import ensure_profile_images
-    from tasks.profiles import hub_env as profiles_env
+    from tasks.profilehost import hub_env as profiles_env
     from tasks.quick import record_applied
     from tasks.shares import ensure_shares
 

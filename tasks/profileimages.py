@@ -7,8 +7,9 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from tasks.images import INPUTS_LABEL, build_inputs, describe_change, image_id, pull
-from tasks.profiles import IMAGES_DIR, image_of
+from tasks.images import INPUTS_LABEL, build_inputs, describe_change, image_id, pull_or_keep
+from tasks.profilehost import image_of
+from tasks.profiles import IMAGES_DIR
 from tasks.target import compose
 
 SERVICE = "profile-image"
@@ -42,16 +43,10 @@ def ensure_built(c, client, root: Path, project: str, folder: str, server_image:
 
 
 def ensure_pulled(client, name: str) -> str:
-    before = image_id(client, name)
-    print(f"Pulling profile image {name}...")
-    if pull(client, name):
-        after = image_id(client, name)
-        return f"image {name}: {'unchanged' if after == before else 'pulled'} ({after[7:19]})"
-    if before:
-        return f"image {name}: cannot be pulled now; using the copy already here"
-    raise Exit(f"Cannot pull {name}, which a profile in profiles.toml names, and it is not "
-               "here. Check the name, load it with `docker load`, or build it from a folder "
-               f"with build = \"{IMAGES_DIR}/NAME\".")
+    return pull_or_keep(client, name, "profile", (
+        f"Cannot pull {name}, which a profile in profiles.toml names, and it is not here. "
+        "Check the name, load it with `docker load`, or build it from a folder with "
+        f"build = \"{IMAGES_DIR}/NAME\"."))
 
 
 def ensure_profile_images(c, client, root: Path, profiles, project: str, server_image: str,

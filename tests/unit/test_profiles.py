@@ -8,8 +8,9 @@ from invoke.exceptions import Exit
 from invoke.runners import Result
 
 from tasks.limits import Limits
-from tasks.profiles import (NO_GPU, Profile, Profiles, check_group_name, check_on_host,
-                            hub_env, key_lines, load_profiles, parse_profiles, share_volume)
+from tasks.profilehost import check_on_host, hub_env
+from tasks.profiles import (NO_GPU, Profile, Profiles, check_group_name, key_lines, load_profiles,
+                            parse_profiles, share_volume)
 from tasks.userlist import parse_userlist
 
 USERS = parse_userlist("ann admin instructor=physics\nbob group=physics,ml\ncy group=chem\n")
