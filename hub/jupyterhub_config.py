@@ -70,6 +70,12 @@ c.JupyterHub.cookie_secret_file = "/data/jupyterhub_cookie_secret"
 # The default stops every user's container when the hub stops; keeping them running means
 # a hub restart or upgrade does not interrupt anyone's kernel.
 c.JupyterHub.cleanup_servers = False
+# Back after a restart, a kill or a reboot, the hub checks each server it recorded as running
+# before it answers, for up to init_spawners_timeout (10 s by default). A server that was
+# starting when the hub went down listens only once it has reached the hub's API, which
+# listens only after that check: each waited for the other the whole 10 s, and the user longer.
+# 1 s, the least JupyterHub takes, lets the hub answer while the checks end in the background.
+c.JupyterHub.init_spawners_timeout = 1
 # The proxy is the hub's child in this container. A hub that was killed leaves its pid file
 # behind, and back up it would take whatever process of the restarted container has that
 # pid for the old proxy, and signal it and wait (or fail). /dev/shm is empty at each start.
