@@ -249,13 +249,17 @@ else:
 # `inv up` removes the users dropped from userlist through the REST API, and `inv status`
 # reads who has a server and since when, with a token it keeps in secrets/ (mode 0600). Its
 # role may manage users and groups and read servers, nothing else; a hub started without
-# the file (by hand) simply has no such service.
+# the file (by hand) simply has no such service. `inv upgrade` checks a new hub by starting,
+# reaching and stopping the server of one user of its own (tasks/upgradeplan.py, CHECK_USER):
+# the role may do that for that user only.
+CHECK_USER = "deploy.check"
 services, roles = [], []
 if os.path.exists(os.path.join(secrets_dir, "hub-api-token")):
     services.append(
         {"name": "jupyterhub-deploy", "api_token": _read_private("hub-api-token").strip()})
     roles.append({"name": "jupyterhub-deploy", "services": ["jupyterhub-deploy"],
-                  "scopes": ["admin:users", "admin:groups", "read:servers"]})
+                  "scopes": ["admin:users", "admin:groups", "read:servers",
+                             f"servers!user={CHECK_USER}", f"access:servers!user={CHECK_USER}"]})
 
 # --- Idle culling ------------------------------------------------------------------------------
 # jupyterhub-idle-culler, started (and restarted if it dies) by the hub, stops servers

@@ -226,14 +226,13 @@ def build_steps(ready: Ready, pull: bool = False) -> None:
 
 def up_steps(ready: Ready, after_build: bool = False) -> Ready:
     """Start the hub and wait until it answers; returns `ready` with the certificate it serves."""
-    from tasks.access import revoke_removed_users, secrets_fingerprint
+    from tasks.access import revoke_removed_users
     from tasks.acmestatus import served_by_hub
     from tasks.checks import hub_container, require_images
     from tasks.images import server_image
     from tasks.names import user_volume
     from tasks.probe import ProbeError, wait_for_hub
     from tasks.profileimages import ensure_profile_images
-    from tasks.profilehost import hub_env as profiles_env
     from tasks.quick import record_applied
     from tasks.shares import ensure_shares
 
@@ -249,12 +248,8 @@ def up_steps(ready: Ready, after_build: bool = False) -> Ready:
                 print(line)
     for line in ensure_shares(ready.client, settings.project, ready.profiles, ready.model.hub_image):
         print(line)
-    env = compose_env(settings, users=ready.users, cert_sha256=info.sha256,
-                      secrets_sha256=secrets_fingerprint(ready.root / "secrets"),
-                      notebook_image=servers_run)
-    env.update(profiles_env(ready.profiles, settings.project, servers_run, settings.limits.pids))
     before = hub_container(ready.client, settings.project)
-    compose(c, "up", "--detach", "--wait", "--no-build", env=env)
+    compose(c, "up", "--detach", "--wait", "--no-build", env=hub_env(ready))
     if settings.acme.on:  # the hub's ACME service gets the certificate: pin that one
         ready = replace(ready, cert=served_by_hub(ready, before.id if before else None))
         info = ready.cert
@@ -269,6 +264,22 @@ def up_steps(ready: Ready, after_build: bool = False) -> Ready:
     print(f"JupyterHub {hub.get('version', '?')} answers at {url} ({login})")
     record_applied(ready, url, login)
     return ready
+
+
+def hub_env(ready: Ready) -> dict:
+    """The environment compose starts the hub with: settings, users, the certificate and
+    secrets it must serve (a change recreates it), the users' image and the profiles."""
+    from tasks.access import secrets_fingerprint
+    from tasks.images import server_image
+    from tasks.profilehost import hub_env as profiles_env
+
+    settings = ready.settings
+    servers_run = server_image(settings, ready.model)
+    env = compose_env(settings, users=ready.users, cert_sha256=ready.cert.sha256,
+                      secrets_sha256=secrets_fingerprint(ready.root / "secrets"),
+                      notebook_image=servers_run)
+    env.update(profiles_env(ready.profiles, settings.project, servers_run, settings.limits.pids))
+    return env
 
 
 def public_url(ready: Ready) -> str:

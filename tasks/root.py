@@ -1,7 +1,7 @@
 """The root collection: what `inv --list` shows."""
 from invoke import Collection
 
-from tasks import lifecycle, status
+from tasks import lifecycle, status, upgrade
 from tasks.backup import commands as backup
 from tasks.target import CONFIG_DEFAULTS
 
@@ -14,6 +14,7 @@ ns = Collection(
     lifecycle.cert,
     lifecycle.notebook_image,
     lifecycle.deploy,
+    upgrade.upgrade,
     backup.backup,
     backup.restore,
 )

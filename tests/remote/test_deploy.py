@@ -275,3 +275,30 @@ def test_backup_over_ssh_round_trips_with_matching_checksums(remote_deployment, 
     d.inv_ok("restore", "--user", "admin", "--from", str(path), "--force")
     hub.start_server("admin")
     assert hub.get_file("admin", "remote-notes.txt") == "kept on the remote host"
+
+
+def test_an_upgrade_over_ssh_replaces_the_hub_and_keeps_the_running_server(remote_deployment,
+                                                                            remote_host):
+    """`-H host upgrade` with a changed hub image: a backup lands here, the new hub on the
+    remote host passes its check, and the admin's server runs on in the same container."""
+    import re
+
+    d = remote_deployment
+    hub = HubClient(d.url, d.cafile)
+    assert hub.login("admin", d.password("admin")).status_code == 302
+    hub.make_token("admin")
+    hub.start_server("admin")
+    server = remote_host.docker("ps", "-q", "--filter", f"name={d.project}-user-admin").stdout.strip()
+    old_hub = remote_host.docker("inspect", "-f", "{{.Image}}", f"{d.project}-hub-1").stdout.strip()
+    dockerfile = d.root / "hub" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "LABEL org.jupyterhub-deploy.test-upgrade=1\n")
+    result = d.inv_ok("upgrade")
+    assert "checked: JupyterHub 6.1.1 answers" in result.output, result.output[-3000:]
+    archive = re.search(r"the hub's data before the upgrade: (\S+)", result.output)[1]
+    assert (d.root / archive).is_file(), f"the backup is on this machine: {archive}"
+    new_hub = remote_host.docker("inspect", "-f", "{{.Image}}", f"{d.project}-hub-1").stdout.strip()
+    assert new_hub != old_hub, "the hub runs the new image"
+    assert remote_host.docker("ps", "-q", "--filter",
+                              f"name={d.project}-user-admin").stdout.strip() == server, \
+        "the admin's server ran on through the upgrade"
+    assert hub.run_code("admin", "6*7") == "42"

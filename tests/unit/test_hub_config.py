@@ -143,11 +143,16 @@ def test_without_an_api_token_or_culling_there_is_no_service(load, secrets_dir):
 
 
 def test_the_api_token_makes_a_service_that_may_only_manage_users(load, secrets_dir):
+    from tasks.upgradeplan import CHECK_USER
+
     put(secrets_dir, "hub-api-token", "t0ken\n")
     c = load(HUB_SECRETS_DIR=str(secrets_dir), **NO_CULLING)
     assert c.JupyterHub.services == [{"name": "jupyterhub-deploy", "api_token": "t0ken"}]
+    # Servers: only the one of the user `inv upgrade` checks a new hub with.
     assert c.JupyterHub.load_roles == [{"name": "jupyterhub-deploy",
-                                        "scopes": ["admin:users", "admin:groups", "read:servers"],
+                                        "scopes": ["admin:users", "admin:groups", "read:servers",
+                                                   f"servers!user={CHECK_USER}",
+                                                   f"access:servers!user={CHECK_USER}"],
                                         "services": ["jupyterhub-deploy"]}]
 
 
