@@ -6,9 +6,11 @@ the same run, print the table, write bench/results/NAME.json and NAME.png, tear 
     .venv/bin/python -m bench.run --quick                 # small counts, for development
     .venv/bin/python -m bench.run --only P1,P4 --spawns 10
     .venv/bin/python -m bench.run --only class,noisy,footprint --name classroom
+    .venv/bin/python -m bench.run --only soak --name proxy_soak
 
 Every count has a flag; --quick only changes the defaults. The classroom benchmarks (class,
-noisy, footprint) run only when named: together they take 25 minutes.
+noisy, footprint) run only when named: together they take 25 minutes; so does the proxy soak
+(soak), which deploys a second copy with the old proxy.
 """
 import argparse
 import os
@@ -20,7 +22,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import benchmarks, classroom, deployment
+from bench import benchmarks, classroom, deployment, proxy_soak
 from bench.report import plot, table, write_json
 from tasks.limits import DEFAULTS as LIMIT_DEFAULTS
 
@@ -40,15 +42,19 @@ BENCHMARKS = {
     "class": (classroom.class_start, "class_users"),
     "noisy": (classroom.noisy_neighbour, ("noisy_users", "noisy_window")),
     "footprint": (classroom.footprint, ("footprint_servers", "api_requests")),
+    "soak": (proxy_soak.proxy_soak, ("soak_cycles", "soak_requests", "soak_users", "soak_minutes")),
 }
 CLASSROOM = ("class", "noisy", "footprint")
-DEFAULT = [name for name in BENCHMARKS if name not in CLASSROOM]
+WHEN_NAMED = (*CLASSROOM, "soak")
+DEFAULT = [name for name in BENCHMARKS if name not in WHEN_NAMED]
 FULL = dict(cli_runs=20, noop_runs=5, image_starts=10, spawns=20, requests=500, sessions=20,
             bursts=[10, 20], restart_servers=5, class_users=30, noisy_users=20, noisy_window=120,
-            footprint_servers=50, api_requests=500)
+            footprint_servers=50, api_requests=500, soak_cycles=300, soak_requests=10_000, soak_users=4,
+            soak_minutes=12)
 QUICK = dict(cli_runs=5, noop_runs=2, image_starts=3, spawns=5, requests=200, sessions=3,
              bursts=[3, 5], restart_servers=3, class_users=5, noisy_users=4, noisy_window=30,
-             footprint_servers=5, api_requests=200)
+             footprint_servers=5, api_requests=200, soak_cycles=8, soak_requests=200, soak_users=2,
+             soak_minutes=3)
 # Every run measures the product's default per-user limits, whatever the .env it copies says.
 LIMITS = {key: LIMIT_DEFAULTS[key] for key in ("USER_MEM_LIMIT", "USER_CPU_LIMIT", "USER_PIDS_LIMIT")}
 
@@ -68,7 +74,7 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"small counts: {QUICK}")
     parser.add_argument("--only", help=f"comma-separated, of {', '.join(BENCHMARKS)} "
-                                       f"(default: all but {', '.join(CLASSROOM)})")
+                                       f"(default: all but {', '.join(WHEN_NAMED)})")
     parser.add_argument("--spawns", type=int, help="P1: spawns through the hub (and as many floors)")
     parser.add_argument("--sessions", type=int, help="P2: driver sessions (and as many floors)")
     parser.add_argument("--bursts", type=sizes, help="P3: burst sizes, e.g. 10,20")
@@ -82,6 +88,10 @@ def parse_args(argv):
     parser.add_argument("--noisy-window", type=float, help="noisy: seconds of each window")
     parser.add_argument("--footprint-servers", type=int, help="footprint: servers running")
     parser.add_argument("--api-requests", type=int, help="footprint: hub API requests each way")
+    parser.add_argument("--soak-cycles", type=int, help="soak: server start/stops, each proxy")
+    parser.add_argument("--soak-requests", type=int, help="soak: requests through the proxy, each proxy")
+    parser.add_argument("--soak-users", type=int, help="soak: users cycling at once")
+    parser.add_argument("--soak-minutes", type=float, help="soak: most minutes of cycles, each proxy")
     parser.add_argument("--name", help="results file name (default: latest, or quick with --quick)")
     parser.add_argument("--keep", action="store_true", help="leave the deployment up (to look at it)")
     args = parser.parse_args(argv)
@@ -98,7 +108,7 @@ def parse_args(argv):
 
 def bench_users(args) -> list:
     classroom_needs = {"class": args.class_users, "noisy": args.noisy_users + 1,  # + the neighbour
-                       "footprint": args.footprint_servers}
+                       "footprint": args.footprint_servers, "soak": args.soak_users}
     needed = max([1, args.restart_servers, *args.bursts,
                   *(n for name, n in classroom_needs.items() if name in args.selected)])
     return [f"b{i:02d}" for i in range(1, needed + 1)]
