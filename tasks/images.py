@@ -63,7 +63,8 @@ def pull(client, name: str) -> bool:
 
 def make_debian_base(c, suite: str, tag: str) -> None:
     """debootstrap a minimal Debian into a temporary folder and import it as an image."""
-    if c.run("command -v debootstrap", hide=True, warn=True).failed:
+    # In /usr/sbin, which a non-root user's PATH may lack (sudo's has it).
+    if c.run("PATH=$PATH:/usr/sbin:/sbin command -v debootstrap", hide=True, warn=True).failed:
         raise Exit(
             "No registry answers for the base image, and debootstrap is missing to make one "
             "locally: run bin/setup (Debian/Ubuntu), or `apt-get install debootstrap`, "

@@ -15,7 +15,8 @@ from invoke.exceptions import Exit
 
 from tasks.project import compose_env
 from tasks.run import Run
-from tasks.target import build_ca_file, command_line, compose, host_name, hub_endpoint
+from tasks.target import (build_ca_file, command_line, compose, given_host, host_name,
+                          hub_endpoint, is_remote)
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,10 @@ def deploy(c, pull=False):
 
     run = checked_run(c, "deploy", would="do what build and up do: secrets/ files, the "
                       "project's copy on the host (over -H), images, network, volumes, the hub")
+    if is_remote(run.c):  # a bare Debian/Ubuntu host gets Docker first (tasks/provision.py)
+        from tasks.provision import ensure_engine_on_host
+
+        ensure_engine_on_host(run.c, given_host(run.c))
     if not pull and quick_build(run) and quick_up(run):
         return
     with holding(run, "deploy"):

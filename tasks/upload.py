@@ -118,7 +118,7 @@ def sync_project(run) -> str:
               if removals else "")
     status, _, errors = _remote_sh(
         c, f"umask 077 && mkdir -p -- {where} && rm -f -- {where}/{BUNDLE_MARK} "
-           f"&& tar -x -m -C {where}{remove} && printf %s {sent.digest} > {where}/{BUNDLE_MARK}",
+           f"&& tar -x -m -p -C {where}{remove} && printf %s {sent.digest} > {where}/{BUNDLE_MARK}",
         sent.data)
     if status != 0:
         raise Exit(f"Uploading the project to {c.host}:{folder} failed: {errors.strip()}")

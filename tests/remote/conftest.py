@@ -13,7 +13,7 @@ from, so later sessions reuse it. The steps themselves are in remotehost.py.
 import pytest
 
 from deployment_support import engine_for_tests
-from remotehost import BASE_IMAGE, read_container_file, started_host
+from remotehost import BARE_HOST, BASE_IMAGE, read_container_file, started_host
 
 
 def dump_logs(request, host_container) -> None:
@@ -57,4 +57,21 @@ def remote_host(request, tmp_path_factory, outer_docker):
             f"{host.timings['ready_s']:.1f} s; seeded {BASE_IMAGE} in "
             f"{host.timings['seed_s']:.1f} s; setup {host.timings['setup_total_s']:.1f} s"
         ))
+        yield host
+
+
+@pytest.fixture(scope="module")
+def bare_host(request, tmp_path_factory, outer_docker):
+    """A bare Debian server over SSH (see barehost/): sshd, sudo, a non-root `admin`, no
+    Docker; known as `jhremote` in a temporary HOME, as remote_host is."""
+    def on_failure(container):
+        if request.session.testsfailed:
+            dump_logs(request, container)
+
+    with started_host(outer_docker, tmp_path_factory.mktemp("bare-home"), on_exit=on_failure,
+                      on_setup_failure=lambda ct: dump_logs(request, ct), kind=BARE_HOST) as host:
+        build = host.timings["image_build_s"]
+        show(request, f"\nbare_host {host.container.name}: image "
+                      f"{'cached' if build is None else f'built in {build:.1f} s'}; sshd ready "
+                      f"{host.timings['ready_s']:.1f} s")
         yield host

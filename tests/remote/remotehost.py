@@ -27,10 +27,27 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-CONTEXT = Path(__file__).resolve().parent / "sshhost"
-CONTEXT_FILES = ["Dockerfile", "entrypoint.sh", "sshd.conf"]
 BASE_IMAGE = "jupyterhub-deploy-base:bookworm"
-IMAGE_REPO = "jupyterhub-deploy-remote-host"
+CONTEXT_FILES = ("entrypoint.sh", "sshd.conf")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a test host is built from and how it is reached."""
+    dockerfile: str      # in sshhost/, with entrypoint.sh and sshd.conf
+    image_repo: str
+    user: str            # the SSH user the tasks log in as
+    home: str            # that user's home, where authorized_keys goes
+    uid: int
+    engine: bool         # whether it runs a Docker engine from the start (then seeded)
+
+
+CONTEXT = Path(__file__).resolve().parent / "sshhost"
+# sshd in front of its own dockerd, root logs in (sshhost/Dockerfile).
+SSH_HOST = Kind("Dockerfile", "jupyterhub-deploy-remote-host", "root", "/root", 0, True)
+# A bare Debian: sshd and sudo only, a non-root `admin` with sudo (sshhost/Dockerfile.bare).
+BARE_HOST = Kind("Dockerfile.bare", "jupyterhub-deploy-bare-host", "admin", "/home/admin", 1000,
+                 False)
 TEST_LABEL = "org.jupyterhub-deploy.test"
 TEST_LABEL_VALUE = "remote-host"
 # Other engineers run this fixture at the same time: teardown removes only this session's.
@@ -89,22 +106,22 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def image_tag(base_id: str, plugin: Path) -> str:
+def image_tag(base_id: str, plugin, kind: Kind = SSH_HOST) -> str:
     """A tag that changes whenever anything the image is built from changes."""
     digest = hashlib.sha256()
-    for name in CONTEXT_FILES:
+    for name in (kind.dockerfile, *CONTEXT_FILES):
         digest.update(name.encode() + b"\0" + (CONTEXT / name).read_bytes() + b"\0")
-    digest.update(base_id.encode() + b"\0" + file_digest(plugin).encode())
-    return f"{IMAGE_REPO}:{digest.hexdigest()[:16]}"
+    digest.update(base_id.encode() + b"\0" + (file_digest(plugin) if plugin else "").encode())
+    return f"{kind.image_repo}:{digest.hexdigest()[:16]}"
 
 
-def ensure_image(client, plugin: Path):
+def ensure_image(client, plugin, kind: Kind = SSH_HOST):
     """Return (tag, seconds spent building, or None when the cached image was reused)."""
     try:
         base = client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
         pytest.fail(f"the remote host is built FROM {BASE_IMAGE}, which is missing; run `inv build`")
-    tag = image_tag(base.id, plugin)
+    tag = image_tag(base.id, plugin, kind)
     try:
         client.images.get(tag)
         return tag, None
@@ -112,13 +129,14 @@ def ensure_image(client, plugin: Path):
         pass
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="remote-host-context-") as context:
-        for name in CONTEXT_FILES:
+        for name in (kind.dockerfile, *CONTEXT_FILES):
             shutil.copy2(CONTEXT / name, Path(context) / name)
-        shutil.copy2(plugin, Path(context) / "docker-compose")
+        if plugin:
+            shutil.copy2(plugin, Path(context) / "docker-compose")
         output = []
         # The low-level API streams the build; images.build() would hold it all until the end.
         for chunk in client.api.build(
-            path=context, tag=tag, buildargs={"BASE_IMAGE": BASE_IMAGE},
+            path=context, dockerfile=kind.dockerfile, tag=tag, buildargs={"BASE_IMAGE": BASE_IMAGE},
             labels={TEST_LABEL: TEST_LABEL_VALUE}, rm=True, forcerm=True, pull=False, decode=True,
         ):
             output.append(chunk.get("stream", ""))
@@ -144,15 +162,17 @@ def new_client_key(ssh_dir: Path) -> Path:
     return private
 
 
-def authorized_keys_archive(public_key: bytes) -> bytes:
-    """A tar of /root/.ssh/authorized_keys with the modes sshd insists on."""
+def authorized_keys_archive(public_key: bytes, uid: int = 0) -> bytes:
+    """A tar of HOME/.ssh/authorized_keys with the owner and modes sshd insists on."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         folder = tarfile.TarInfo(".ssh")
         folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+        folder.uid = folder.gid = uid
         tar.addfile(folder)
         entry = tarfile.TarInfo(".ssh/authorized_keys")
         entry.mode, entry.size = 0o600, len(public_key)
+        entry.uid = entry.gid = uid
         tar.addfile(entry, io.BytesIO(public_key))
     return buffer.getvalue()
 
@@ -199,6 +219,7 @@ class RemoteHost:
     key_path: Path
     container: object
     timings: dict = field(default_factory=dict)
+    user: str = "root"
 
     @property
     def known_hosts(self) -> Path:
@@ -240,7 +261,7 @@ class RemoteHost:
         client.load_host_keys(str(self.known_hosts))
         client.set_missing_host_key_policy(policy or paramiko.RejectPolicy())
         client.connect(
-            self.host, port=self.ssh_port, username="root", key_filename=str(self.key_path),
+            self.host, port=self.ssh_port, username=self.user, key_filename=str(self.key_path),
             look_for_keys=False, allow_agent=False, timeout=10,
         )
         return client
@@ -290,7 +311,7 @@ def write_ssh_files(host: RemoteHost) -> None:
         f"Host {host.alias}\n"
         f"    HostName {host.host}\n"
         f"    Port {host.ssh_port}\n"
-        "    User root\n"
+        f"    User {host.user}\n"
         f"    IdentityFile {host.key_path}\n"
         "    IdentitiesOnly yes\n"
         # Spelled out because OpenSSH would otherwise use the real ~/.ssh/known_hosts.
@@ -317,7 +338,8 @@ def remove_labelled(client, session: str) -> None:
         volume.remove(force=True)
 
 
-def start_container(client, tag: str, labels: dict, volume, public_key: bytes, session: str):
+def start_container(client, tag: str, labels: dict, volume, public_key: bytes, session: str,
+                    kind: Kind = SSH_HOST):
     """Create, fill and start the host; retried when the chosen hub port was taken meanwhile."""
     for _ in range(3):
         hub_port = free_port()
@@ -345,7 +367,7 @@ def start_container(client, tag: str, labels: dict, volume, public_key: bytes, s
             ports=[22, hub_port], host_config=host_config,
         )
         container = client.containers.get(created["Id"])
-        container.put_archive("/root", authorized_keys_archive(public_key))
+        container.put_archive(kind.home, authorized_keys_archive(public_key, kind.uid))
         try:
             container.start()
         except docker.errors.APIError as error:
@@ -359,7 +381,7 @@ def start_container(client, tag: str, labels: dict, volume, public_key: bytes, s
     pytest.fail("could not publish a free hub port for the remote host in 3 attempts")
 
 
-def wait_for_host(container, ssh_port: int) -> None:
+def wait_for_host(container, ssh_port: int, engine: bool = True) -> None:
     """Until sshd greets on the published port and the inner engine answers."""
 
     def ready():
@@ -378,6 +400,8 @@ def wait_for_host(container, ssh_port: int) -> None:
         if not banner.startswith(b"SSH-"):
             # docker-proxy accepts before anything listens inside, then closes.
             return False, f"sshd port {ssh_port} answered {banner!r}"
+        if not engine:
+            return True, banner.decode(errors="replace").strip()
         info = container.exec_run(["docker", "info", "--format", "{{.ServerVersion}}"])
         if info.exit_code != 0:
             return False, f"inner `docker info`: {info.output.decode(errors='replace').strip()}"
@@ -405,11 +429,11 @@ def seed_image(container_name: str, image: str) -> None:
 
 
 @contextmanager
-def started_host(client, home: Path, on_exit=None, on_setup_failure=None):
+def started_host(client, home: Path, on_exit=None, on_setup_failure=None, kind: Kind = SSH_HOST):
     """Build (or reuse) the image, start the host, trust its key, seed the base image;
     yield a RemoteHost; remove everything this call made by its session label."""
     started = time.monotonic()
-    tag, build_seconds = ensure_image(client, compose_plugin())
+    tag, build_seconds = ensure_image(client, compose_plugin() if kind.engine else None, kind)
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_path = new_client_key(ssh_dir)
@@ -421,18 +445,20 @@ def started_host(client, home: Path, on_exit=None, on_setup_failure=None):
         volume = client.volumes.create(name=f"jh-remote-{session}-docker", labels=labels)
         container, ssh_port, hub_port = start_container(
             client, tag, labels, volume, (ssh_dir / "id_ed25519.pub").read_bytes(), session,
+            kind,
         )
         container_started = time.monotonic()
-        wait_for_host(container, ssh_port)
+        wait_for_host(container, ssh_port, kind.engine)
         host = RemoteHost(
             alias=ALIAS, host=LOOPBACK, ssh_port=ssh_port, hub_port=hub_port, home=home,
-            key_path=key_path, container=container,
+            key_path=key_path, container=container, user=kind.user,
         )
         host.trust_current_key()
         write_ssh_files(host)
         host.ssh().close()  # the first real login, checked against known_hosts
         ready = time.monotonic()
-        seed_image(container.name, BASE_IMAGE)
+        if kind.engine:  # a bare host has no engine to load it into: deploy makes its own
+            seed_image(container.name, BASE_IMAGE)
         seeded = time.monotonic()
         host.timings = {
             "image_build_s": build_seconds,

@@ -223,7 +223,7 @@ ROOTFS = "/tmp/tmp.Q1w2E3"
 
 def debootstrap_context(uid="0", has_debootstrap=True, rootfs=ROOTFS):
     return MockContext(run={
-        "command -v debootstrap": Result(exited=0 if has_debootstrap else 1),
+        "PATH=$PATH:/usr/sbin:/sbin command -v debootstrap": Result(exited=0 if has_debootstrap else 1),
         "id -u": Result(f"{uid}\n"),
         "mktemp -d": Result(f"{rootfs}\n"),
         re.compile(".*"): Result(),
@@ -247,7 +247,7 @@ def test_make_debian_base_as_root(capsys):
     images.make_debian_base(c, "bookworm", "jupyterhub-deploy-base:bookworm")
     commands = sent(c)
     assert commands[:4] == [
-        "command -v debootstrap",
+        "PATH=$PATH:/usr/sbin:/sbin command -v debootstrap",
         "id -u",
         "mktemp -d",
         f"debootstrap --variant=minbase bookworm {ROOTFS}",
@@ -304,7 +304,7 @@ def test_make_debian_base_without_debootstrap_points_at_bin_setup():
     with pytest.raises(Exit) as caught:
         images.make_debian_base(c, "bookworm", "base:test")
     assert "run bin/setup" in caught.value.message
-    assert sent(c) == ["command -v debootstrap"]
+    assert sent(c) == ["PATH=$PATH:/usr/sbin:/sbin command -v debootstrap"]
 
 
 def test_make_debian_base_cleans_up_when_debootstrap_fails():

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Start the inner Docker engine, then serve SSH in the foreground.
+# Start the inner Docker engine (when the image has one: Dockerfile.bare's gets it from
+# `-H host deploy`), then serve SSH in the foreground.
 set -eu
 
 # The engine must write cgroups and /sys for its containers; without these remounts
@@ -25,13 +26,19 @@ fi
 # A new key on every start: re-creating the container is how a test gets a changed key.
 rm -f /etc/ssh/ssh_host_*
 ssh-keygen -A
-if [ ! -s /root/.ssh/authorized_keys ]; then
-    echo "remote-host: /root/.ssh/authorized_keys is missing; copy it in before start" >&2
+# The home of the user the tests log in as: root's, or admin's on a bare host.
+home=${SSH_USER_HOME:-/root}
+if [ ! -s "$home/.ssh/authorized_keys" ]; then
+    echo "remote-host: $home/.ssh/authorized_keys is missing; copy it in before start" >&2
     exit 1
 fi
-chmod 0700 /root/.ssh
-chmod 0600 /root/.ssh/authorized_keys
+chmod 0700 "$home/.ssh"
+chmod 0600 "$home/.ssh/authorized_keys"
 mkdir -p /run/sshd
+
+if ! command -v dockerd >/dev/null 2>&1; then
+    exec /usr/sbin/sshd -D -e
+fi
 
 dockerd >/var/log/dockerd.log 2>&1 &
 deadline=$(( $(date +%s) + 60 ))
