@@ -109,8 +109,19 @@ c.DockerSpawner.name_template = "{prefix}-{username}"
 c.DockerSpawner.volumes = {volume_template: "/home/jovyan/work"}
 c.DockerSpawner.notebook_dir = "/home/jovyan/work"
 c.Spawner.default_url = "/lab"
-# Containers are disposable (the volume is not): a stopped server leaves nothing behind.
-c.DockerSpawner.remove = True
+# On a swarm the tool made (`swarm-init`, `swarm-join`), `inv up` says so: servers then run
+# as services on the workers, each user on the node that holds their volume (hubswarm.py).
+swarm = env.get("HUB_SWARM") == "1"
+if not swarm:
+    # Containers are disposable (the volume is not): a stopped server leaves nothing behind.
+    # (A service is always removed when its server stops: SwarmSpawner has no such option.)
+    c.DockerSpawner.remove = True
+else:
+    c.JupyterHub.spawner_class = "hubswarm.PinnedSwarmSpawner"
+    c.PinnedSwarmSpawner.project = project
+    c.SwarmSpawner.network_name = env["DOCKER_NETWORK_NAME"]
+    # Reached at its task's address on the overlay network (hubswarm.py get_ip_and_port).
+    c.SwarmSpawner.use_internal_ip = True
 
 # --- Each user's share of the host, and a server that cannot raise its privileges ---------------
 # `inv up` checked USER_*_LIMIT in .env against the host and hands them over converted; a hub
@@ -156,13 +167,15 @@ async def label_user_objects(spawner):
         f"{LABEL}.project": project,
         f"{LABEL}.user": spawner.user.name,
     }
-    name = spawner.format_volume_name(volume_template, spawner)
-    try:
-        await spawner.docker("inspect_volume", name)
-    except NotFound:
-        await spawner.docker(
-            "create_volume", name=name, labels={**labels, f"{LABEL}.role": "user-volume"}
-        )
+    volume_labels = {**labels, f"{LABEL}.role": "user-volume"}
+    if swarm:  # the volume is made on the user's node, at the service's first mount
+        spawner.volume_labels = volume_labels
+    else:
+        name = spawner.format_volume_name(volume_template, spawner)
+        try:
+            await spawner.docker("inspect_volume", name)
+        except NotFound:
+            await spawner.docker("create_volume", name=name, labels=volume_labels)
     spawner.extra_create_kwargs = {
         "labels": {
             **labels,

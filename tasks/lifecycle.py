@@ -4,7 +4,6 @@ Each task checks every input first (settings, userlist, certificate, engine, com
 then runs idempotent ensure_* steps that say what they did or that nothing was needed.
 Heavy modules (Docker SDK, cryptography) are imported inside the tasks so `inv --list` is quick.
 """
-import shlex
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -148,7 +147,8 @@ def ensure_network_and_volumes(ready: Ready) -> None:
     from tasks.resources import ensure_network, ensure_volume
 
     project = ready.settings.project
-    print(ensure_network(ready.client, ready.model.network, labels(project, "network")))
+    print(ensure_network(ready.client, ready.model.network, labels(project, "network"),
+                         swarm=ready.run.swarm is not None))
     print(ensure_volume(ready.client, ready.model.hub_volume, labels(project, "hub-data")))
 
 
@@ -249,6 +249,14 @@ def up_steps(ready: Ready, after_build: bool = False) -> Ready:
                 print(line)
     for line in ensure_shares(ready.client, settings.project, ready.profiles, ready.model.hub_image):
         print(line)
+    if ready.run.swarm is not None:
+        # The workers run the servers, and backups' helper containers run the hub's image there.
+        from tasks.profilehost import server_images
+        from tasks.swarmnodes import ensure_images_on_nodes
+
+        images = [*server_images(ready.profiles, settings.project, servers_run), ready.model.hub_image]
+        for line in ensure_images_on_nodes(c, ready.client, ready.run.swarm, images):
+            print(line)
     before = hub_container(ready.client, settings.project)
     compose(c, "up", "--detach", "--wait", "--no-build", env=hub_env(ready))
     if settings.acme.on:  # the hub's ACME service gets the certificate: pin that one
@@ -273,6 +281,7 @@ def hub_env(ready: Ready) -> dict:
     from tasks.access import secrets_fingerprint
     from tasks.images import server_image
     from tasks.profilehost import hub_env as profiles_env
+    from tasks.swarmnodes import hub_env as swarm_env
 
     settings = ready.settings
     servers_run = server_image(settings, ready.model)
@@ -280,6 +289,7 @@ def hub_env(ready: Ready) -> dict:
                       secrets_sha256=secrets_fingerprint(ready.root / "secrets"),
                       notebook_image=servers_run)
     env.update(profiles_env(ready.profiles, settings.project, servers_run, settings.limits.pids))
+    env.update(swarm_env(ready.run.swarm))
     return env
 
 
@@ -380,29 +390,12 @@ def down(c):
         servers = _user_servers(client, settings.project)
         for container in servers:
             stop_and_remove(container)
+        if run.swarm is not None:  # on a swarm the servers are services, on the workers
+            from tasks.swarmnodes import user_services
+
+            services = user_services(client, settings.project)
+            for service in services:
+                service.remove()
+            servers += services
         print(f"user servers stopped: {len(servers)}")
         compose(run.c, "down", env=compose_env(settings))
-
-
-@task(help={"user": "show this user's server instead of the hub",
-            "follow": "keep printing new lines", "tail": "how many lines to start with"})
-def logs(c, user="", follow=False, tail=200):
-    """Show the hub's log, or a user's server log with --user NAME."""
-    from tasks.checks import labelled_containers
-    from tasks.userlist import check_name
-
-    run = Run.looking(c)  # reads only: under -R/--dry it echoes the log command
-    settings = run.settings
-    follow_flag = ["--follow"] if follow else []
-    if user:
-        check_name(user)
-        # The hub labels each server with its user (hub/jupyterhub_config.py): found by
-        # that, the container's name need not be worked out again here.
-        found = labelled_containers(run.client, settings.project, "user-server", user=user)
-        if not found:
-            raise Exit(f"{user} has no server in {settings.project}: it starts when they log "
-                       "in, or from the admin panel; then run this again.")
-        run.c.run(shlex.join(["docker", "logs", "--tail", str(int(tail)), *follow_flag,
-                              found[0].name]), warn=True)
-    else:
-        compose(run.c, "logs", "--tail", str(int(tail)), *follow_flag, "hub", env=compose_env(settings))

@@ -64,6 +64,16 @@ def image_of(profile: Profile, project: str, server_image: str) -> str:
     return profile.image or server_image
 
 
+def server_images(profiles, project: str, server_image: str) -> list:
+    """Every image a user's server may run: the users' image and each profile's."""
+    found = [server_image]
+    for profile in (profiles.profiles if profiles is not None else ()):
+        image = image_of(profile, project, server_image)
+        if image not in found:
+            found.append(image)
+    return found
+
+
 def hub_catalog(profiles: Profiles, project: str, server_image: str, pids: int) -> dict:
     """What the hub needs to offer and enforce the profiles: converted, resolved, checked."""
     return {

@@ -91,6 +91,14 @@ class Run:
         return docker_client(self.c)
 
     @cached_property
+    def swarm(self):
+        """The swarm the tool made on this engine (tasks/swarmnodes.py Swarm), or None: then
+        the deployment is a single host, as by default."""
+        from tasks.swarmnodes import swarm_of
+
+        return swarm_of(self.client, self.settings.project)
+
+    @cached_property
     def inputs(self) -> str:
         """The digest of every input (tasks/applied.py), as the files were when first asked."""
         return self.inputs_now()

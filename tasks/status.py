@@ -197,8 +197,30 @@ def collect(run) -> dict:
         server_record(ct.labels.get(USER_LABEL, ct.name), ct.status, *samples.get(ct.id, (None, None)),
                       limits, activity.get(ct.labels.get(USER_LABEL)), now)
         for ct in servers), key=lambda r: r["user"])
+    if run.swarm is not None:
+        swarm_servers(report, run, client, activity, now)
     report["problem"] = hub_problem(hub, run.c)
     return report
+
+
+def swarm_servers(report: dict, run, client, activity: dict, now) -> None:
+    """The swarm's nodes, and the servers running as services there: which user's runs on
+    which node (the figures of memory and CPU are on the nodes' engines, not asked here)."""
+    from tasks.names import USER_LABEL
+    from tasks.swarmnodes import service_task, user_services
+
+    swarm, limits = run.swarm, run.settings.limits
+    names = {node.id: node.name for node in swarm.nodes}
+    report["nodes"] = [{"name": n.name, "id": n.id, "role": n.role, "state": n.state,
+                        "availability": n.availability, "ssh": n.ssh, "homes": list(n.homes)}
+                       for n in swarm.nodes]
+    for service in user_services(client, run.settings.project):
+        user = (service.attrs["Spec"].get("Labels") or {}).get(USER_LABEL, service.name)
+        node_id, state = service_task(service)
+        record = server_record(user, state, None, None, limits, activity.get(user), now)
+        record["node"] = names.get(node_id, node_id[:12] or None)
+        report["servers"].append(record)
+    report["servers"].sort(key=lambda r: r["user"])
 
 
 def print_report(report: dict, c=None) -> None:
@@ -234,10 +256,15 @@ def print_report(report: dict, c=None) -> None:
     if limits["max_age_seconds"]:
         cull += f" or {human_seconds(limits['max_age_seconds'])} old"
     print(f"each user's server: {each}; {cull}")
+    for node in report.get("nodes", ()):
+        homes = f"; files of {len(node['homes'])} user(s)" if node["homes"] else ""
+        print(f"node {shown(node['name'])}: {node['role']}, {node['state']}, {node['availability']}"
+              f"{' (ssh ' + shown(node['ssh']) + ')' if node['ssh'] else ''}{homes}")
     servers = report["servers"]
     print(f"user servers: {len(servers)}")
     for record in servers:
-        print(server_line(record, limits["idle_cull_seconds"]))
+        where = f"  on {shown(record['node'])}" if record.get("node") else ""
+        print(server_line(record, limits["idle_cull_seconds"]) + where)
 
 
 @task(help={"json": "print the status as one JSON object, for scripts"})
@@ -253,3 +280,42 @@ def status(c, json_=False):
         print_report(report, c)
     if report["problem"]:
         raise Exit(f"hub not up: {report['problem']}", code=1)
+
+
+@task(help={"user": "show this user's server instead of the hub",
+            "follow": "keep printing new lines", "tail": "how many lines to start with"})
+def logs(c, user="", follow=False, tail=200):
+    """Show the hub's log, or a user's server log with --user NAME."""
+    import shlex
+
+    from tasks.checks import labelled_containers
+    from tasks.project import compose_env
+    from tasks.run import Run
+    from tasks.target import compose
+    from tasks.userlist import check_name
+
+    run = Run.looking(c)  # reads only: under -R/--dry it echoes the log command
+    settings = run.settings
+    follow_flag = ["--follow"] if follow else []
+    if user:
+        check_name(user)
+        # The hub labels each server with its user (hub/jupyterhub_config.py): found by
+        # that, the container's name need not be worked out again here.
+        found = labelled_containers(run.client, settings.project, "user-server", user=user)
+        if not found and run.swarm is not None:  # a service on a worker: the manager has its log
+            from tasks.names import USER_LABEL
+            from tasks.swarmnodes import user_services
+
+            found = [s for s in user_services(run.client, settings.project)
+                     if (s.attrs["Spec"].get("Labels") or {}).get(USER_LABEL) == user]
+            if found:
+                run.c.run(shlex.join(["docker", "service", "logs", "--tail", str(int(tail)),
+                                      *follow_flag, found[0].name]), warn=True)
+                return
+        if not found:
+            raise Exit(f"{user} has no server in {settings.project}: it starts when they log "
+                       "in, or from the admin panel; then run this again.")
+        run.c.run(shlex.join(["docker", "logs", "--tail", str(int(tail)), *follow_flag,
+                              found[0].name]), warn=True)
+    else:
+        compose(run.c, "logs", "--tail", str(int(tail)), *follow_flag, "hub", env=compose_env(settings))

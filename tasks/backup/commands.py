@@ -65,12 +65,9 @@ def _size_limit(text) -> int:
 })
 def backup(c, user="", all_=False, hub=False, share="", list_=False, dir_="", compress=False):
     """Back up a user's volume (--user NAME), a group's --share NAME, --hub, or --all."""
+    from tasks.backup.nodes import Engines
     from tasks.backup.store import print_backups
-    from tasks.backup.targets import (engine_errors, hub_target, prepare, require_volume,
-                                      share_target, share_targets, user_target, user_targets)
-    from tasks.backup.writing import backup_one, report
     from tasks.profiles import check_group_name
-    from tasks.show import shown
     from tasks.userlist import check_name
 
     chosen = [flag for flag, on in (("--user", bool(user)), ("--all", all_), ("--hub", hub),
@@ -90,6 +87,17 @@ def backup(c, user="", all_=False, hub=False, share="", list_=False, dir_="", co
     refuse_dry(c, ["backup", *chosen, *([user] if user else []), *([share] if share else [])],
                would=f"write an archive of each volume it names into {folder}")
     compress = bool(compress or _config(c, "compress"))
+    with Engines() as engines:
+        _backup(c, user, hub, share, folder, compress, engines)
+
+
+def _backup(c, user, hub, share, folder, compress, engines) -> None:
+    from tasks.backup.nodes import for_target
+    from tasks.backup.targets import (engine_errors, hub_target, prepare, require_volume,
+                                      share_target, share_targets, user_target, user_targets)
+    from tasks.backup.writing import backup_one, report
+    from tasks.show import shown
+
     with engine_errors("Backup"):
         dep = prepare(c)
         if user:
@@ -101,15 +109,16 @@ def backup(c, user="", all_=False, hub=False, share="", list_=False, dir_="", co
         else:
             targets = user_targets(dep) + share_targets(dep) + [hub_target(dep)]
         if len(targets) == 1:  # refused before the backup folder is made
-            require_volume(dep, targets[0])
+            require_volume(for_target(dep, engines, targets[0]), targets[0])
     ensure_folder(folder)
     failed = []
     for target in targets:
         try:
             with engine_errors(f"Backup of {target.what}"):
-                if target.kind == "hub" and len(targets) > 1:  # --all listed the users' volumes
-                    require_volume(dep, target)
-                report(target, backup_one(dep, target, folder, compress))
+                where = for_target(dep, engines, target)
+                if len(targets) > 1 and (target.kind == "hub" or dep.swarm is not None):
+                    require_volume(where, target)  # --all listed the volumes, not these
+                report(target, backup_one(where, target, folder, compress))
         except Exception as error:  # an OSError, even a bug: it stops this volume's backup only
             if len(targets) == 1:
                 raise
@@ -132,11 +141,14 @@ def backup(c, user="", all_=False, hub=False, share="", list_=False, dir_="", co
     "force": "replace a volume that holds files, even while the user's server runs",
     "dir": "backup folder (default: backups/, or invoke config backup.dir)",
     "max-size": "refuse archives holding more than this (default 100G, or backup.max_size)",
+    "node": "on a swarm: restore the user's volume on this node, which becomes their home",
 })
-def restore(c, user="", hub=False, share="", from_="", force=False, dir_="", max_size=""):
+def restore(c, user="", hub=False, share="", from_="", force=False, dir_="", max_size="",
+            node=""):
     """Restore a user's volume (--user NAME), a --share NAME or --hub --from an archive."""
     from tasks import applied
     from tasks.backup.archive import ArchiveError, Limits, human_bytes
+    from tasks.backup.nodes import Engines, move_home
     from tasks.backup.restoring import (check_kind, resolve_archive, restore_volume,
                                         running_servers)
     from tasks.backup.store import peek_metadata, shown_path
@@ -174,16 +186,54 @@ def restore(c, user="", hub=False, share="", from_="", force=False, dir_="", max
     target = (user_target(dep, user) if user else share_target(dep, share) if share
               else hub_target(dep))
     with engine_errors(f"Restore of {target.what}"), ExitStack() as held:
+        engines = held.enter_context(Engines())
+        where, home = restore_place(dep, engines, target, node)
         if hub:  # no `inv up` may start the hub meanwhile: the deployment's lock
             held.enter_context(operation(dep.client, dep.project,
                                          f"`{command_line(c, 'restore', '--hub')}`",
                                          given_host(c) if is_remote(c) else ""))
             # The hub's users and groups may change: the next `inv up` takes every step.
             applied.forget(applied_record(c))
-        summary = restore_volume(dep, target, path, expected, force, limits)
+        summary = restore_volume(where, target, path, expected, force, limits)
+        moved = move_home(dep, target.user, home) if home is not None else ""
+        running = target.kind == "user" and running_servers(where, target.user)
     meta = summary.metadata
     print(f"restored {target.what} (volume {target.volume}) from {shown_path(path)}: "
           f"{summary.entries} entries, {human_bytes(summary.bytes)} of file data, "
           f"backed up {shown(meta['created'])} from project {shown(meta['project'])}")
-    if target.kind == "user" and running_servers(dep, target.user):
+    if moved:
+        print(moved)
+    if running:
         print(f"{target.user}'s server was running: restart it so it sees the restored files.")
+
+
+def restore_place(dep, engines, target, node: str) -> tuple:
+    """(the deployment as seen from the engine that holds the volume, the user's home node
+    or None). On a swarm a user's volume is restored on their home node, or on --node,
+    which then becomes their home; their server may not run meanwhile on another node."""
+    from tasks.backup.nodes import on_node
+    from tasks.names import USER_LABEL
+    from tasks.show import shown
+    from tasks.swarmnodes import user_services
+    from tasks.target import command_line
+
+    if dep.swarm is None or target.kind != "user":
+        if node:
+            raise Exit("--node is for a user's volume on a swarm (swarm-init); "
+                       + ("this deployment runs on one host." if dep.swarm is None else
+                          "the hub's data and the groups' folders live on the manager."))
+        return dep, None
+    home = dep.swarm.home_of(target.user)
+    dest = dep.swarm.node(node) if node else home
+    if dest is None:
+        raise Exit(f"{target.user} has no home node on this swarm yet: name the node to restore "
+                   f"on with --node (`{command_line(dep.c, 'status')}` lists the nodes).")
+    if dest.role != "worker" or not dest.usable:
+        raise Exit(f"Node {shown(dest.name)} cannot hold users' files now ({dest.role}, "
+                   f"{dest.state}, {dest.availability}): choose a ready, active worker.")
+    if home is not None and home.id != dest.id and any(
+            (s.attrs["Spec"].get("Labels") or {}).get(USER_LABEL) == target.user
+            for s in user_services(dep.client, dep.project)):
+        raise Exit(f"{target.user}'s server runs (on {shown(home.name)}): stop it first (the "
+                   "admin panel, or the user's File > Hub Control Panel), then restore.")
+    return on_node(dep, engines, dest), dest

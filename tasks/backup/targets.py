@@ -35,6 +35,8 @@ class Deployment:
     image: str  # the helper containers' image: the hub's, which has python3 for the swap
     hub_volume: str
     c: object = None  # the task's context: messages name the commands that work there
+    swarm: object = None  # tasks.swarmnodes.Swarm on a swarm the tool made: users' volumes
+    #                       are then on their nodes (tasks/backup/nodes.py)
 
 
 def prepare(c) -> Deployment:
@@ -53,7 +55,10 @@ def prepare(c) -> Deployment:
     except docker.errors.ImageNotFound:
         raise Exit(f"The hub image {model.hub_image} is not on {place(c)}, and backups use it "
                    f"for their helper containers: run `{command_line(c, 'build')}` first.")
-    return Deployment(root, settings.project, client, model.hub_image, model.hub_volume, c)
+    from tasks.swarmnodes import swarm_of
+
+    return Deployment(root, settings.project, client, model.hub_image, model.hub_volume, c,
+                      swarm_of(client, settings.project))
 
 
 def user_target(dep: Deployment, user: str) -> Target:
@@ -104,7 +109,11 @@ def require_volume(dep: Deployment, target: Target) -> None:
 
 
 def user_targets(dep: Deployment) -> list:
-    """Every user volume of this project, by its labels (the hub labels each one it makes)."""
+    """Every user volume of this project, by its labels (the hub labels each one it makes);
+    on a swarm, every user with a home node (their volume is there)."""
+    if dep.swarm is not None:
+        return [Target("user", user_volume(dep.project, user), user)
+                for user in sorted({u for node in dep.swarm.nodes for u in node.homes})]
     found = dep.client.volumes.list(filters=label_filter(dep.project, "user-volume"))
     targets = []
     for volume in sorted(found, key=lambda v: v.name):

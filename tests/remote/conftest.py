@@ -75,3 +75,38 @@ def bare_host(request, tmp_path_factory, outer_docker):
                       f"{'cached' if build is None else f'built in {build:.1f} s'}; sshd ready "
                       f"{host.timings['ready_s']:.1f} s")
         yield host
+
+
+SWARM_ALIASES = ("jhmanager", "jhworker1", "jhworker2")
+
+
+@pytest.fixture(scope="module")
+def swarm_hosts(request, tmp_path_factory, outer_docker):
+    """Three Docker hosts over SSH on one labelled Docker network, where each reaches the
+    others by name: `jhmanager` (seeded with the base image) and the workers `jhworker1` and
+    `jhworker2`, known by those aliases in one temporary HOME. Not yet a swarm: the tool
+    under test makes it one."""
+    import contextlib
+    import uuid
+
+    from remotehost import SESSION_LABEL, TEST_LABEL, TEST_LABEL_VALUE
+
+    def on_failure(container):
+        if request.session.testsfailed:
+            dump_logs(request, container)
+
+    home = tmp_path_factory.mktemp("swarm-home")
+    network = outer_docker.networks.create(
+        f"jh-swarm-{uuid.uuid4().hex[:10]}",
+        labels={TEST_LABEL: TEST_LABEL_VALUE, SESSION_LABEL: "swarm"})
+    try:
+        with contextlib.ExitStack() as stack:
+            hosts = [stack.enter_context(started_host(
+                outer_docker, home, on_exit=on_failure,
+                on_setup_failure=lambda ct: dump_logs(request, ct), alias=alias,
+                network=network.name, seed=alias == "jhmanager")) for alias in SWARM_ALIASES]
+            show(request, "\nswarm_hosts: " + ", ".join(
+                f"{h.alias} ({h.container.name}, ready {h.timings['ready_s']:.1f} s)" for h in hosts))
+            yield hosts
+    finally:
+        network.remove()

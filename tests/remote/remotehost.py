@@ -274,10 +274,14 @@ class RemoteHost:
         return [" ".join(line.split()[:2]) for line in result.output.decode().splitlines() if line.strip()]
 
     def trust_current_key(self) -> None:
-        """Rewrite known_hosts with the keys the host holds now."""
+        """Rewrite this host's lines of known_hosts with the keys it holds now (other hosts'
+        lines, of a swarm's other nodes in the same HOME, stay)."""
+        mine = f"[{self.host}]:{self.ssh_port} "
+        others = [line for line in (self.known_hosts.read_text().splitlines(True)
+                                    if self.known_hosts.exists() else [])
+                  if not line.startswith(mine)]
         self.known_hosts.write_text(
-            "".join(f"[{self.host}]:{self.ssh_port} {key}\n" for key in self.host_keys())
-        )
+            "".join(others) + "".join(f"{mine}{key}\n" for key in self.host_keys()))
         self.known_hosts.chmod(0o600)
 
     def recreate_host_key(self) -> None:
@@ -306,8 +310,11 @@ class RemoteHost:
 
 
 def write_ssh_files(host: RemoteHost) -> None:
-    """~/.ssh/config naming the host, and an `ssh` that reads it (see RemoteHost.env)."""
+    """~/.ssh/config naming the host (after the blocks of other hosts in the same HOME), and
+    an `ssh` that reads it (see RemoteHost.env)."""
+    before = host.ssh_config.read_text() if host.ssh_config.exists() else ""
     host.ssh_config.write_text(
+        before +
         f"Host {host.alias}\n"
         f"    HostName {host.host}\n"
         f"    Port {host.ssh_port}\n"
@@ -339,7 +346,7 @@ def remove_labelled(client, session: str) -> None:
 
 
 def start_container(client, tag: str, labels: dict, volume, public_key: bytes, session: str,
-                    kind: Kind = SSH_HOST):
+                    kind: Kind = SSH_HOST, alias: str = ALIAS, network: str | None = None):
     """Create, fill and start the host; retried when the chosen hub port was taken meanwhile."""
     for _ in range(3):
         hub_port = free_port()
@@ -363,8 +370,11 @@ def start_container(client, tag: str, labels: dict, volume, public_key: bytes, s
         host_config["MaskedPaths"] = []
         host_config["ReadonlyPaths"] = []
         created = client.api.create_container(
-            tag, name=f"jh-remote-{session}", hostname=ALIAS, labels=labels,
+            tag, name=f"jh-remote-{session}", hostname=alias, labels=labels,
             ports=[22, hub_port], host_config=host_config,
+            networking_config=(client.api.create_networking_config(
+                {network: client.api.create_endpoint_config(aliases=[alias])})
+                if network else None),
         )
         container = client.containers.get(created["Id"])
         container.put_archive(kind.home, authorized_keys_archive(public_key, kind.uid))
@@ -429,14 +439,19 @@ def seed_image(container_name: str, image: str) -> None:
 
 
 @contextmanager
-def started_host(client, home: Path, on_exit=None, on_setup_failure=None, kind: Kind = SSH_HOST):
+def started_host(client, home: Path, on_exit=None, on_setup_failure=None, kind: Kind = SSH_HOST,
+                 alias: str = ALIAS, network: str | None = None, seed: bool = True):
     """Build (or reuse) the image, start the host, trust its key, seed the base image;
-    yield a RemoteHost; remove everything this call made by its session label."""
+    yield a RemoteHost; remove everything this call made by its session label. Several
+    hosts (a swarm's nodes) share one HOME under their own aliases, and `network` puts them
+    on one Docker network, where each reaches the others by alias."""
     started = time.monotonic()
     tag, build_seconds = ensure_image(client, compose_plugin() if kind.engine else None, kind)
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key_path = new_client_key(ssh_dir)
+    key_path = ssh_dir / "id_ed25519"
+    if not key_path.exists():  # the first host in this HOME; the others share its key
+        key_path = new_client_key(ssh_dir)
     session = uuid.uuid4().hex[:10]
     labels = {TEST_LABEL: TEST_LABEL_VALUE, SESSION_LABEL: session}
     container = None
@@ -445,19 +460,19 @@ def started_host(client, home: Path, on_exit=None, on_setup_failure=None, kind: 
         volume = client.volumes.create(name=f"jh-remote-{session}-docker", labels=labels)
         container, ssh_port, hub_port = start_container(
             client, tag, labels, volume, (ssh_dir / "id_ed25519.pub").read_bytes(), session,
-            kind,
+            kind, alias, network,
         )
         container_started = time.monotonic()
         wait_for_host(container, ssh_port, kind.engine)
         host = RemoteHost(
-            alias=ALIAS, host=LOOPBACK, ssh_port=ssh_port, hub_port=hub_port, home=home,
+            alias=alias, host=LOOPBACK, ssh_port=ssh_port, hub_port=hub_port, home=home,
             key_path=key_path, container=container, user=kind.user,
         )
         host.trust_current_key()
         write_ssh_files(host)
         host.ssh().close()  # the first real login, checked against known_hosts
         ready = time.monotonic()
-        if kind.engine:  # a bare host has no engine to load it into: deploy makes its own
+        if kind.engine and seed:  # a bare host has no engine: deploy makes its own
             seed_image(container.name, BASE_IMAGE)
         seeded = time.monotonic()
         host.timings = {

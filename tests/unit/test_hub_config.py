@@ -279,3 +279,18 @@ def test_pre_spawn_hook_passes_other_docker_errors_on(c):
     with pytest.raises(RuntimeError, match="engine gone"):
         asyncio.run(c.Spawner.pre_spawn_hook(spawner))
     assert spawner.extra_create_kwargs == {}
+
+
+def test_on_a_swarm_servers_are_pinned_services_on_the_overlay_network(load):
+    c = load(HUB_SWARM="1")
+    assert c.JupyterHub.spawner_class == "hubswarm.PinnedSwarmSpawner"
+    assert c.PinnedSwarmSpawner.project == ENV["COMPOSE_PROJECT_NAME"]
+    assert c.SwarmSpawner.network_name == ENV["DOCKER_NETWORK_NAME"]
+    # A service is always removed when its server stops; SwarmSpawner has no such option.
+    assert "remove" not in c.DockerSpawner
+
+
+def test_on_a_single_host_servers_are_containers_removed_when_they_stop(load):
+    c = load(HUB_SWARM="")
+    assert c.JupyterHub.spawner_class == "hubspawner.ReadyDockerSpawner"
+    assert c.DockerSpawner.remove is True

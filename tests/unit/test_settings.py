@@ -247,9 +247,10 @@ def test_every_compose_variable_comes_from_env_or_the_tasks():
     from tasks.images import BUILD_INPUTS  # set by `inv build` for the image's label
     from tasks.profileimages import BUILD_VARIABLES  # set for each profile image's build
     from tasks.profilehost import hub_env as profiles_env  # set by `inv up`
+    from tasks.swarmnodes import hub_env as swarm_env  # set by `inv up`
 
     defined = (set(read_env_file(ROOT / ".env")) | set(passed) | set(BUILD_INPUTS.values())
-               | set(BUILD_VARIABLES) | set(profiles_env(None, "p", "i", 1)))
+               | set(BUILD_VARIABLES) | set(profiles_env(None, "p", "i", 1)) | set(swarm_env(None)))
     assert used, "the pattern finds the compose file's variables"
     assert used - defined == set()
 

@@ -23,7 +23,7 @@ from fabric.testing.base import Command, MockRemote, Session
 from invoke import Config, MockContext, Result
 from invoke.exceptions import Exit, UnexpectedExit
 
-from tasks import images, lifecycle, run as run_module
+from tasks import images, lifecycle, run as run_module, status
 from tasks.checks import require_compose
 from tasks.project import compose_env
 from tasks.settings import Settings
@@ -323,7 +323,7 @@ def test_make_debian_base_cleans_up_when_debootstrap_fails():
                             f"sudo rm -rf --one-file-system {ROOTFS}"]
 
 
-# tasks.lifecycle.logs and down
+# tasks.status.logs and tasks.lifecycle.down
 
 ENV_FILE = (
     "COMPOSE_PROJECT_NAME=proj\nHUB_PORT=443\nDOCKER_NOTEBOOK_IMAGE=nb:1\n"
@@ -378,7 +378,7 @@ def engine(monkeypatch):
 def test_logs_of_a_user_server(project, engine):
     client = engine("proj-user-alice")
     seam, c = recording_context(project, ("", 0))
-    lifecycle.logs(c, user="alice")
+    status.logs(c, user="alice")
     assert client.list_calls == [{"all": True, "filters": {"label": [
         "org.jupyterhub-deploy.project=proj", "org.jupyterhub-deploy.role=user-server",
         "org.jupyterhub-deploy.user=alice"]}}]
@@ -389,7 +389,7 @@ def test_logs_of_a_user_server(project, engine):
 def test_logs_of_a_user_server_by_its_escaped_name_and_following(project, engine):
     engine("proj-user-a-2eb")
     seam, c = recording_context(project, ("", 0))
-    lifecycle.logs(c, user="a.b", follow=True, tail=20)
+    status.logs(c, user="a.b", follow=True, tail=20)
     assert seam.lines == ["docker logs --tail 20 --follow proj-user-a-2eb"]
 
 
@@ -397,7 +397,7 @@ def test_logs_of_a_user_without_a_server_fails_naming_why(project, engine):
     engine()
     seam, c = recording_context(project)
     with pytest.raises(Exit) as caught:
-        lifecycle.logs(c, user="alice")
+        status.logs(c, user="alice")
     assert caught.value.code == 1 and caught.value.message == (
         "alice has no server in proj: it starts when they log in, or from the admin panel; "
         "then run this again.")
@@ -408,13 +408,13 @@ def test_logs_of_a_user_without_a_server_fails_naming_why(project, engine):
 def test_logs_refuses_a_hostile_user_before_any_command(project, user):
     seam, c = recording_context(project)
     with pytest.raises(Exit, match="is not a valid user name"):
-        lifecycle.logs(c, user=user)
+        status.logs(c, user=user)
     assert c.run.call_count == 0
 
 
 def test_logs_of_the_hub(project):
     seam, c = recording_context(project, ("", 0))
-    lifecycle.logs(c)
+    status.logs(c)
     assert seam.lines == [compose_line(project, "logs --tail 200 hub")]
 
 
@@ -440,6 +440,10 @@ class FakeClient:
     def list(self, **kwargs):
         self.list_calls.append(kwargs)
         return self._found
+
+    @staticmethod
+    def info():
+        return {"Swarm": {"LocalNodeState": "inactive"}}  # a single host
 
 
 @pytest.fixture

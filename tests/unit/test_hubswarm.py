@@ -1,0 +1,85 @@
+"""hub/hubswarm.py: where a user's server is placed on a swarm, what a task's state means,
+and the service's limits; the spawner itself runs against a real swarm in
+tests/remote/test_swarm.py."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub"))
+
+from hubswarm import (NoHome, PinnedSwarmSpawner, choose_home, home_key,  # noqa: E402
+                      service_resources, task_verdict)
+
+KEY = home_key("jhx", "alice")
+
+
+def node(name, role="worker", state="ready", availability="active", labels=None):
+    return {"ID": f"id-{name}", "Description": {"Hostname": name},
+            "Status": {"State": state},
+            "Spec": {"Role": role, "Availability": availability, "Labels": labels or {}}}
+
+
+def test_the_home_label_names_the_project_and_the_user():
+    assert KEY == "org.jupyterhub-deploy.home.jhx.alice"
+
+
+def test_a_user_with_a_home_stays_on_it_even_when_another_worker_is_emptier():
+    busy = node("w1", labels={KEY: "alice", home_key("jhx", "bob"): "bob"})
+    chosen, new = choose_home([node("m", role="manager"), busy, node("w2")], KEY, "jhx")
+    assert (chosen["ID"], new) == ("id-w1", False)
+
+
+def test_a_home_on_a_down_node_is_still_the_home():
+    down = node("w1", state="down", labels={KEY: "alice"})
+    assert choose_home([down, node("w2")], KEY, "jhx") == (down, False)
+
+
+def test_a_new_user_goes_to_the_usable_worker_with_fewest_of_this_projects_users():
+    w1 = node("w1", labels={home_key("jhx", "bob"): "bob"})
+    # Another deployment's users on w2 do not count against it.
+    w2 = node("w2", labels={home_key("other", "x"): "x", home_key("other", "y"): "y"})
+    chosen, new = choose_home([node("m", role="manager"), w1, w2], KEY, "jhx")
+    assert (chosen["ID"], new) == ("id-w2", True)
+
+
+def test_ties_go_by_node_name():
+    assert choose_home([node("w2"), node("w1")], KEY, "jhx")[0]["ID"] == "id-w1"
+
+
+@pytest.mark.parametrize("unusable", [node("w1", state="down"), node("w1", availability="drain"),
+                                      node("w1", availability="pause"), node("m", role="manager")])
+def test_no_usable_worker_is_refused_naming_swarm_join(unusable):
+    with pytest.raises(NoHome, match="no worker node is ready and active.*swarm-join"):
+        choose_home([unusable], KEY, "jhx")
+
+
+@pytest.mark.parametrize("state, verdict", [
+    ("running", "running"), ("pending", "starting"), ("preparing", "starting"),
+    ("assigned", "starting"), ("rejected", "rejected: no such image"),
+    ("failed", "failed: no such image"), ("shutdown", "shutdown: no such image")])
+def test_task_verdicts(state, verdict):
+    assert task_verdict({"Status": {"State": state, "Err": "no such image"}}) == verdict
+
+
+def test_a_task_that_ended_without_a_reason_says_so():
+    assert task_verdict({"Status": {"State": "complete"}}) == "complete: no reason given"
+
+
+def test_service_resources_carry_memory_cpu_and_processes():
+    resources = service_resources(512 * 2**20, 0.5, 64)
+    assert resources["Limits"] == {"MemoryBytes": 512 * 2**20, "NanoCPUs": 500_000_000, "Pids": 64}
+
+
+def test_no_limits_give_no_limits():
+    assert "Limits" not in service_resources(0, 0, 0)
+
+
+def test_volumes_are_volume_mounts_with_the_deployments_labels():
+    spawner = PinnedSwarmSpawner(user=type("User", (), {"name": "alice"})(),
+                                 volumes={"jhx-user-{username}": "/home/jovyan/work"})
+    spawner.volume_labels = {"org.jupyterhub-deploy.role": "user-volume"}
+    [mount] = spawner.mounts
+    assert (mount["Type"], mount["Source"], mount["Target"]) == (
+        "volume", "jhx-user-alice", "/home/jovyan/work")
+    assert mount["VolumeOptions"]["Labels"] == {"org.jupyterhub-deploy.role": "user-volume"}

@@ -1,0 +1,58 @@
+"""tasks/swarmnodes.py: the swarm's nodes as the tasks read them from the manager's API.
+Against a real swarm: tests/remote/test_swarm.py."""
+import pytest
+from invoke.exceptions import Exit
+
+from tasks.swarmnodes import SSH_LABEL, Swarm, home_prefix, parse_node
+
+
+def attrs(name, role="worker", state="ready", availability="active", labels=None):
+    return {"ID": f"{name}-0123456789abcdef", "Description": {"Hostname": name},
+            "Status": {"State": state},
+            "Spec": {"Role": role, "Availability": availability, "Labels": labels or {}}}
+
+
+def test_a_node_lists_this_projects_homes_by_user_name_and_its_ssh_host():
+    node = parse_node(attrs("w1", labels={
+        SSH_LABEL: "admin@w1", home_prefix("jhx") + "bob": "bob",
+        home_prefix("jhx") + "deploy-2echeck": "deploy.check",
+        home_prefix("other") + "carol": "carol"}), "jhx")
+    assert (node.name, node.role, node.ssh) == ("w1", "worker", "admin@w1")
+    assert node.homes == ("bob", "deploy.check")
+    assert node.usable
+
+
+@pytest.mark.parametrize("state, availability", [("down", "active"), ("ready", "drain"),
+                                                 ("ready", "pause"), ("unknown", "active")])
+def test_a_node_that_is_down_or_drained_is_not_usable(state, availability):
+    assert not parse_node(attrs("w1", state=state, availability=availability), "jhx").usable
+
+
+def test_a_node_without_a_hostname_goes_by_its_id():
+    raw = attrs("w1")
+    raw["Description"] = {}
+    assert parse_node(raw, "jhx").name == "w1-012345678"
+
+
+def swarm():
+    return Swarm(tuple(parse_node(a, "jhx") for a in (
+        attrs("m", role="manager"), attrs("w1", labels={SSH_LABEL: "admin@host-one",
+                                                        home_prefix("jhx") + "alice": "alice"}),
+        attrs("w2", labels={SSH_LABEL: "admin@host-two"}))))
+
+
+def test_workers_and_homes():
+    s = swarm()
+    assert [n.name for n in s.workers] == ["w1", "w2"]
+    assert s.home_of("alice").name == "w1"
+    assert s.home_of("bob") is None
+
+
+@pytest.mark.parametrize("given", ["w2", "admin@host-two", "w2-0123456789abcdef"])
+def test_a_node_is_found_by_hostname_ssh_host_or_id(given):
+    assert swarm().node(given).name == "w2"
+
+
+def test_an_unknown_node_is_refused_naming_the_nodes():
+    with pytest.raises(Exit, match=r"no node 'w9' in the swarm; its nodes: m, w1, w2"):
+        swarm().node("w9")
