@@ -249,14 +249,11 @@ def up_steps(ready: Ready, after_build: bool = False) -> Ready:
                 print(line)
     for line in ensure_shares(ready.client, settings.project, ready.profiles, ready.model.hub_image):
         print(line)
+    every_node = True  # on a swarm: every worker has the images (tasks/swarmnodes.py)
     if ready.run.swarm is not None:
-        # The workers run the servers, and backups' helper containers run the hub's image there.
-        from tasks.profilehost import server_images
-        from tasks.swarmnodes import ensure_images_on_nodes
+        from tasks.swarmnodes import ensure_worker_images
 
-        images = [*server_images(ready.profiles, settings.project, servers_run), ready.model.hub_image]
-        for line in ensure_images_on_nodes(c, ready.client, ready.run.swarm, images):
-            print(line)
+        every_node = ensure_worker_images(ready, servers_run)
     before = hub_container(ready.client, settings.project)
     compose(c, "up", "--detach", "--wait", "--no-build", env=hub_env(ready))
     if settings.acme.on:  # the hub's ACME service gets the certificate: pin that one
@@ -271,7 +268,8 @@ def up_steps(ready: Ready, after_build: bool = False) -> Ready:
         raise Exit(f"The hub did not come up: {error}. See `{command_line(c, 'logs')}`.")
     url, login = public_url(ready), login_hint(ready)
     print(f"JupyterHub {hub.get('version', '?')} answers at {url} ({login})")
-    record_applied(ready, url, login)
+    if every_node:  # else the next deploy takes every step, and sends them then
+        record_applied(ready, url, login)
     return ready
 
 

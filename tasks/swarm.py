@@ -8,6 +8,7 @@ from invoke import task
 from invoke.exceptions import Exit
 
 from tasks.names import USER_LABEL
+from tasks.show import shown
 from tasks.swarmnodes import (MANAGER_LABEL, SSH_LABEL, open_node, service_task, swarm_of,
                               user_services)
 
@@ -123,12 +124,13 @@ def swarm_drain(c, node):
         attrs = client.api.inspect_node(target.id)
         client.api.update_node(target.id, attrs["Version"]["Index"],
                                {**attrs["Spec"], "Availability": "drain"})
-    print(f"swarm: node {target.name} drained; servers stopped: "
-          f"{', '.join(sorted(stopped)) or 'none'}")
+    print(f"swarm: node {shown(target.name)} drained; servers stopped: "
+          f"{shown(', '.join(sorted(stopped))) or 'none'}")
     if target.homes:
-        print(f"These users' files stay on {target.name}, and their servers cannot start until "
-              f"it is active again: {', '.join(target.homes)}. To move one to another node:\n"
+        print(f"These users' files stay on {shown(target.name)}, and their servers cannot start "
+              f"until it is active again: {shown(', '.join(target.homes))}. To move one to "
+              "another node:\n"
               f"  {command_line(run.c, 'backup', '--user', 'NAME')}\n"
               f"  {command_line(run.c, 'restore', '--user', 'NAME', '--from', 'ARCHIVE', '--node', 'OTHER')}\n"
               f"or make the node active again with "
-              f"`docker node update --availability active {target.name}` on the manager.")
+              f"`docker node update --availability active {shown(target.name)}` on the manager.")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from invoke.exceptions import Exit
 
+from tasks.show import shown
+
 LABEL = "org.jupyterhub-deploy"
 MANAGER_LABEL = f"{LABEL}.manager"
 SSH_LABEL = f"{LABEL}.ssh"
@@ -68,8 +70,8 @@ class Swarm:
         for node in self.nodes:
             if name in (node.name, node.id, node.ssh):
                 return node
-        raise Exit(f"no node {name!r} in the swarm; its nodes: "
-                   f"{', '.join(node.name for node in self.nodes)}")
+        raise Exit(f"no node {shown(repr(name))} in the swarm; its nodes: "
+                   f"{', '.join(shown(node.name) for node in self.nodes)}")
 
 
 def swarm_of(client, project: str):
@@ -137,14 +139,30 @@ def send_image(source, target, name: str) -> None:
     target.api.load_image(source.api.get_image(name))
 
 
-def ensure_images_on_nodes(c, client, swarm: Swarm, images: list) -> list:
-    """Each image the servers run, on every usable worker as on the manager; lines to print."""
-    lines = []
+def ensure_worker_images(ready, servers_image: str) -> bool:
+    """The images the servers run (the users' and each profile's) and the hub's (backups'
+    helper containers run it) on every worker; says what it did. False when a worker could
+    not get them (down, drained): the caller then does not record the run as applied."""
+    from tasks.profilehost import server_images
+
+    images = [*server_images(ready.profiles, ready.settings.project, servers_image),
+              ready.model.hub_image]
+    lines, every_node = ensure_images_on_nodes(ready.run.c, ready.client, ready.run.swarm, images)
+    for line in lines:
+        print(line)
+    return every_node
+
+
+def ensure_images_on_nodes(c, client, swarm: Swarm, images: list) -> tuple:
+    """Each image, on every usable worker as on the manager: (lines to print, whether every
+    worker has them)."""
+    lines, every_node = [], True
     wanted = {name: image_id(client, name) for name in images}
     for node in swarm.workers:
         if not node.usable or not node.ssh:
-            lines.append(f"images on node {node.name}: skipped ({node.state}, {node.availability}"
+            lines.append(f"images on node {shown(node.name)}: skipped ({node.state}, {node.availability}"
                          f"{'' if node.ssh else ', not joined by this tool'})")
+            every_node = False
             continue
         with open_node(c, node.ssh) as connection:
             engine = node_client(connection)
@@ -153,6 +171,6 @@ def ensure_images_on_nodes(c, client, swarm: Swarm, images: list) -> list:
             for name in sent:
                 send_image(client, engine, name)
             engine.close()
-        lines.append(f"images on node {node.name}: "
+        lines.append(f"images on node {shown(node.name)}: "
                      + (f"sent {', '.join(sent)}" if sent else "up to date"))
-    return lines
+    return lines, every_node

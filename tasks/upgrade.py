@@ -270,6 +270,12 @@ class Upgrade:
         settings = self.settings
         compose(self.c, "stop", "hub", env=compose_env(settings), hide=True, warn=True)
         self.images_back()
+        if self.run.swarm is not None:  # the workers were sent the new images: send these back
+            from tasks.swarmnodes import ensure_images_on_nodes
+
+            for line in ensure_images_on_nodes(self.c, self.client, self.run.swarm,
+                                               list(self.previous))[0]:
+                print(line)
         restored = ""
         if self.database_touched and self.archive:
             restored = self.restore_database()
@@ -355,4 +361,11 @@ def stop_servers_started_after(client, project: str, since: str) -> list:
         if container.attrs["State"].get("StartedAt", "") > since[:26]:
             stop_and_remove(container)
             ended.append(container.labels.get(USER_LABEL, container.name))
+    if (client.info().get("Swarm") or {}).get("ControlAvailable"):  # servers on the workers
+        from tasks.swarmnodes import user_services
+
+        for service in user_services(client, project):
+            if service.attrs.get("CreatedAt", "") > since[:26]:
+                service.remove()
+                ended.append((service.attrs["Spec"].get("Labels") or {}).get(USER_LABEL, service.name))
     return sorted(set(ended))

@@ -13,7 +13,7 @@ from, so later sessions reuse it. The steps themselves are in remotehost.py.
 import pytest
 
 from deployment_support import engine_for_tests
-from remotehost import BARE_HOST, BASE_IMAGE, read_container_file, started_host
+from remotehost import BARE_HOST, BASE_IMAGE, SSH_HOST, read_container_file, started_host
 
 
 def dump_logs(request, host_container) -> None:
@@ -82,10 +82,10 @@ SWARM_ALIASES = ("jhmanager", "jhworker1", "jhworker2")
 
 @pytest.fixture(scope="module")
 def swarm_hosts(request, tmp_path_factory, outer_docker):
-    """Three Docker hosts over SSH on one labelled Docker network, where each reaches the
-    others by name: `jhmanager` (seeded with the base image) and the workers `jhworker1` and
-    `jhworker2`, known by those aliases in one temporary HOME. Not yet a swarm: the tool
-    under test makes it one."""
+    """Three hosts over SSH on one labelled Docker network, where each reaches the others by
+    name, known by their aliases in one temporary HOME: `jhmanager` and `jhworker1` run
+    Docker (the manager seeded with the base image), and `jhworker2` is a bare Debian server
+    with a non-root `admin` and sudo (as bare_host). Not yet a swarm: the tool makes it one."""
     import contextlib
     import uuid
 
@@ -104,7 +104,8 @@ def swarm_hosts(request, tmp_path_factory, outer_docker):
             hosts = [stack.enter_context(started_host(
                 outer_docker, home, on_exit=on_failure,
                 on_setup_failure=lambda ct: dump_logs(request, ct), alias=alias,
-                network=network.name, seed=alias == "jhmanager")) for alias in SWARM_ALIASES]
+                network=network.name, seed=alias == "jhmanager",
+                kind=BARE_HOST if alias == "jhworker2" else SSH_HOST)) for alias in SWARM_ALIASES]
             show(request, "\nswarm_hosts: " + ", ".join(
                 f"{h.alias} ({h.container.name}, ready {h.timings['ready_s']:.1f} s)" for h in hosts))
             yield hosts
