@@ -106,7 +106,7 @@ def preflight(run: Run, starting: bool = False) -> Ready:
     client = run.client
     require_limits_fit(client, settings.limits)
     if profiles is not None:
-        profiles, warning = check_on_host(c, client, profiles)
+        profiles, warning = check_on_host(c, client, profiles, run.swarm)
         if warning:
             print(f"warning: {warning}")
     require_compose(c)

@@ -34,11 +34,25 @@ def has_gpus(c, info: dict) -> bool:
     return c.run("command -v nvidia-container-runtime-hook", hide=True, warn=True).ok
 
 
-def check_on_host(c, client, profiles: Profiles) -> tuple:
-    """(profiles, warning): refuses limits this host cannot give and a default profile that
-    needs a GPU it does not have; marks other GPU profiles as not startable here."""
+def swarm_problems(profiles: Profiles) -> list:
+    """What profiles.toml asks that servers on a swarm's workers cannot give (tasks/swarm.py):
+    each server's volumes are on its own node, and services get no GPU from this tool."""
+    problems = [f"{FILE}:{share.line}: group {share.group} has a shared folder, which on a "
+                "swarm would be a different, empty folder on each worker: remove its "
+                "[[shares]] entry (docs/swarm.md)" for share in profiles.shares]
+    problems += [f"{FILE}:{p.line}: profile {p.name} needs a GPU, which this tool does not give "
+                 "servers on a swarm: remove `gpus`" for p in needs_gpu(profiles)]
+    return problems
+
+
+def check_on_host(c, client, profiles: Profiles, swarm=None) -> tuple:
+    """(profiles, warning): refuses limits this host cannot give, a default profile that
+    needs a GPU it does not have, and on a swarm what its workers cannot give; marks other
+    GPU profiles as not startable here."""
     info = client.info()
     problems = host_problems(profiles, int(info.get("NCPU") or 0), int(info.get("MemTotal") or 0))
+    if swarm is not None:
+        problems += swarm_problems(profiles)
     gpu_profiles = needs_gpu(profiles)
     warning = ""
     if gpu_profiles and not has_gpus(c, info):

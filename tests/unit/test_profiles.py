@@ -244,6 +244,20 @@ def test_limits_the_host_cannot_give_are_refused_naming_the_profile(images):
     assert "profiles.toml:7: profile physics: memory=4G is more than this host's memory" in message
 
 
+def test_on_a_swarm_shared_folders_and_gpu_profiles_are_refused_naming_each(images):
+    with pytest.raises(Exit) as caught:
+        check_on_host(MockContext(), host({"nvidia": {}}), parse(GOOD, images), swarm=object())
+    message = caught.value.message
+    assert message.count("would be a different, empty folder on each worker") == 2
+    assert "profile gpu needs a GPU, which this tool does not give servers on a swarm" in message
+
+
+def test_without_shares_or_gpus_profiles_pass_on_a_swarm(images):
+    text = GOOD[:GOOD.index("[[shares]]")].replace("gpus = 1\n", "")
+    profiles, warning = check_on_host(MockContext(), host(), parse(text, images), swarm=object())
+    assert warning == "" and len(profiles.profiles) == 4
+
+
 # --- for the hub ----------------------------------------------------------------------------------
 
 def test_no_profiles_file_gives_the_hub_an_empty_catalog():
