@@ -35,6 +35,7 @@ LABEL = "org.jupyterhub-deploy"
 # Task states on the way to running; any other state but "running" means it will not run.
 STARTING = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
             "starting"}
+UNACCEPTED = {"new", "allocated", "pending", "assigned"}  # not yet taken by its node
 
 
 class NoHome(RuntimeError):
@@ -100,7 +101,7 @@ class PinnedSwarmSpawner(SwarmSpawner):
                                 help="Seconds between looks at a starting server.")
     pending_timeout = Integer(
         20, config=True,
-        help="Seconds a server's task may wait for its node before the start fails.")
+        help="Seconds a server's task may wait for its node to take it before the start fails.")
     volume_labels = Dict(help="Labels for the user's volume, made on its node at first mount.")
 
     @property
@@ -177,10 +178,12 @@ class PinnedSwarmSpawner(SwarmSpawner):
                 return
             if verdict != "starting":
                 raise RuntimeError(f"{self._log_name} did not start: {verdict}")
-            if task["Status"]["State"] == "pending" and time.monotonic() > deadline:
-                raise RuntimeError(f"{self._log_name} did not start: its task still waits "
-                                   f"for a node after {self.pending_timeout} s "
-                                   f"({task['Status'].get('Err') or 'no reason given'})")
+            # Until its node accepts it: a node that just went down is not yet marked down.
+            if task["Status"]["State"] in UNACCEPTED and time.monotonic() > deadline:
+                raise RuntimeError(f"{self._log_name} did not start: its node did not take it "
+                                   f"within {self.pending_timeout} s (the task is "
+                                   f"{task['Status']['State']}: "
+                                   f"{task['Status'].get('Err') or 'no reason given'})")
             await asyncio.sleep(self.ready_poll_interval)
 
     async def poll(self):

@@ -125,6 +125,26 @@ def test_a_users_next_server_starts_on_the_node_that_holds_their_volume(d, manag
     assert alice.get_file("alice", "notes.txt") == "written on a worker"
 
 
+def test_a_hub_restart_keeps_the_servers_and_where_each_user_lives(d, manager, hub):
+    alice = client_of(d, hub, "alice")
+    kernel = alice.start_kernel("alice")
+    assert alice.execute("alice", kernel, "state = 41; state") == "41"
+    assert manager.docker("restart", f"{d.project}-hub-1").returncode == 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{d.url}/hub/api", verify=d.cafile, timeout=5).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    # The same server and kernel, found again by the restarted hub; then the same node.
+    assert alice.execute("alice", kernel, "state + 1") == "42"
+    alice.stop_server("alice")
+    alice.start_server("alice")
+    assert node_of(manager, d, "alice") == "jhworker2"
+
+
 def test_backup_and_restore_of_a_user_on_a_worker_round_trip(d, manager, hub):
     bob = client_of(d, hub, "bob")
     bob.put_file("bob", "thesis.txt", "chapter one")

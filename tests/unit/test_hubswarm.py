@@ -83,3 +83,47 @@ def test_volumes_are_volume_mounts_with_the_deployments_labels():
     assert (mount["Type"], mount["Source"], mount["Target"]) == (
         "volume", "jhx-user-alice", "/home/jovyan/work")
     assert mount["VolumeOptions"]["Labels"] == {"org.jupyterhub-deploy.role": "user-volume"}
+
+
+def spawner_seeing(*states, **traits):
+    """A spawner whose service's task goes through `states` (then stays at the last)."""
+    spawner = PinnedSwarmSpawner(user=type("User", (), {"name": "alice"})(),
+                                 ready_poll_interval=0, **traits)
+    seen = list(states)
+
+    async def get_task():
+        state = seen.pop(0) if len(seen) > 1 else seen[0]
+        return {"Status": {"State": state, "Err": "node is down" if state == "rejected" else ""}}
+    spawner.get_task = get_task
+    return spawner
+
+
+def run(coroutine):
+    import asyncio
+
+    return asyncio.run(coroutine)
+
+
+def test_start_returns_once_the_task_runs():
+    assert run(spawner_seeing("pending", "assigned", "preparing", "running").start_object()) is None
+
+
+def test_a_rejected_task_fails_the_start_at_once_with_the_engines_reason():
+    with pytest.raises(RuntimeError, match="did not start: rejected: node is down"):
+        run(spawner_seeing("assigned", "rejected", pending_timeout=60).start_object())
+
+
+def test_a_task_no_node_takes_fails_after_the_pending_timeout():
+    with pytest.raises(RuntimeError, match=r"its node did not take it within 0 s \(the task is assigned"):
+        run(spawner_seeing("assigned", pending_timeout=0).start_object())
+
+
+def test_a_task_its_node_took_is_waited_for_past_the_pending_timeout():
+    states = ["preparing"] * 5 + ["running"]
+    assert run(spawner_seeing(*states, pending_timeout=0).start_object()) is None
+
+
+@pytest.mark.parametrize("state, polled", [("running", None), ("pending", "starting"),
+                                           ("shutdown", "shutdown: no reason given")])
+def test_poll_counts_only_a_running_task_as_a_running_server(state, polled):
+    assert run(spawner_seeing(state).poll()) == polled
