@@ -103,6 +103,7 @@ class PinnedSwarmSpawner(SwarmSpawner):
         20, config=True,
         help="Seconds a server's task may wait for its node to take it before the start fails.")
     volume_labels = Dict(help="Labels for the user's volume, made on its node at first mount.")
+    home_name = Unicode(help="The name of the node the server runs on (for messages).")
 
     @property
     def mounts(self):
@@ -138,6 +139,7 @@ class PinnedSwarmSpawner(SwarmSpawner):
 
     async def start(self):
         node = await self.home_node()
+        self.home_name = node_name(node)
         self.extra_placement_spec = {"constraints": [f"node.id=={node['ID']}"]}
         ip, port = await super().start()
         deadline = time.monotonic() + self.http_timeout
@@ -180,10 +182,11 @@ class PinnedSwarmSpawner(SwarmSpawner):
                 raise RuntimeError(f"{self._log_name} did not start: {verdict}")
             # Until its node accepts it: a node that just went down is not yet marked down.
             if task["Status"]["State"] in UNACCEPTED and time.monotonic() > deadline:
-                raise RuntimeError(f"{self._log_name} did not start: its node did not take it "
-                                   f"within {self.pending_timeout} s (the task is "
-                                   f"{task['Status']['State']}: "
-                                   f"{task['Status'].get('Err') or 'no reason given'})")
+                raise RuntimeError(
+                    f"{self.user.name}'s files are on node {self.home_name}, which did not take "
+                    f"the server within {self.pending_timeout} s (the task is "
+                    f"{task['Status']['State']}: {task['Status'].get('Err') or 'no reason given'})"
+                    ": if that node is down, the server can start once it is back (docs/swarm.md)")
             await asyncio.sleep(self.ready_poll_interval)
 
     async def poll(self):

@@ -178,7 +178,7 @@ def test_swarm_drain_stops_the_nodes_servers_and_names_whose_files_stay(d, manag
         assert node_of(manager, d, user) == "jhworker2"
 
 
-def _start_fails(client, user, deadline_s=30) -> bool:
+def _start_fails(client, user, deadline_s=45) -> bool:
     """Whether the spawn the hub accepted ends in failure (no server) within the deadline."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -206,4 +206,6 @@ def test_a_stopped_worker_leaves_the_users_on_the_other_worker_working(d, manage
     assert _start_fails(admin, "admin"), "admin's start should fail: his node is down"
     print(f"a start on a stopped node failed in {time.monotonic() - started:.1f} s")
     log = d.inv("logs").output
-    assert "admin's files are on node jhworker1, which is down" in log, log[-3000:]
+    # Said one of two ways: the node already marked down, or not yet (it did not take the task).
+    assert re.search(r"admin's files are on node jhworker1, which (is down|did not take the server)",
+                     log), log[-3000:]

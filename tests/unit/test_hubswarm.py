@@ -114,8 +114,11 @@ def test_a_rejected_task_fails_the_start_at_once_with_the_engines_reason():
 
 
 def test_a_task_no_node_takes_fails_after_the_pending_timeout():
-    with pytest.raises(RuntimeError, match=r"its node did not take it within 0 s \(the task is assigned"):
-        run(spawner_seeing("assigned", pending_timeout=0).start_object())
+    spawner = spawner_seeing("assigned", pending_timeout=0)
+    spawner.home_name = "w1"
+    with pytest.raises(RuntimeError, match=r"alice's files are on node w1, which did not take the "
+                                           r"server within 0 s \(the task is assigned"):
+        run(spawner.start_object())
 
 
 def test_a_task_its_node_took_is_waited_for_past_the_pending_timeout():
