@@ -129,6 +129,9 @@ class PinnedSwarmSpawner(SwarmSpawner):
                 raise
             self.log.info("Home of %s: node %s (new)", self.user.name, node_name(node))
             return node
+        else:
+            raise NoHome(f"{self.user.name}'s node could not be recorded: the swarm's nodes "
+                         "kept changing; try again.")
         if not usable(node):
             why = node.get("Status", {}).get("State"), node["Spec"].get("Availability")
             raise NoHome(

@@ -130,3 +130,44 @@ def test_a_task_its_node_took_is_waited_for_past_the_pending_timeout():
                                            ("shutdown", "shutdown: no reason given")])
 def test_poll_counts_only_a_running_task_as_a_running_server(state, polled):
     assert run(spawner_seeing(state).poll()) == polled
+
+
+def spawner_on(nodes, conflicts=0):
+    """A spawner whose engine lists `nodes` and takes node updates after `conflicts` refusals."""
+    from docker.errors import APIError
+
+    spawner = PinnedSwarmSpawner(user=type("User", (), {"name": "alice"})(), project="jhx")
+    updates = []
+
+    async def docker(method, *args):
+        if method == "nodes":
+            return nodes
+        assert method == "update_node"
+        if len(updates) < conflicts:
+            updates.append(None)
+            raise APIError("rpc error: code = Unknown desc = update out of sequence")
+        updates.append(args)
+        return None
+    spawner.docker = docker
+    return spawner, updates
+
+
+def with_version(node_attrs):
+    return {**node_attrs, "Version": {"Index": 7}}
+
+
+def test_a_first_start_labels_the_chosen_worker_with_the_users_name():
+    spawner, updates = spawner_on([with_version(node("m", role="manager")),
+                                   with_version(node("w1"))], conflicts=2)
+    chosen = run(spawner.home_node())
+    assert chosen["ID"] == "id-w1"
+    node_id, version, spec = updates[-1]
+    assert (node_id, version, spec["Labels"]) == ("id-w1", 7, {KEY: "alice"})
+
+
+def test_a_home_on_a_drained_node_refuses_the_start_naming_it():
+    spawner, updates = spawner_on([with_version(node("w1", availability="drain",
+                                                     labels={KEY: "alice"})), with_version(node("w2"))])
+    with pytest.raises(NoHome, match=r"alice's files are on node w1, which is ready and drain"):
+        run(spawner.home_node())
+    assert updates == []
