@@ -85,6 +85,7 @@ def main(argv=None):
                                                       seed=alias == "jhmanager"))
                      for alias in ALIASES]
             manager = hosts[0]
+            (Path(tmp) / "project").mkdir()
             root = copy_project(Path(tmp) / "project")
             requirements = root / "notebook" / "requirements.txt"
             requirements.write_text("".join(line for line in requirements.read_text().splitlines(True)
