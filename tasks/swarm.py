@@ -4,6 +4,8 @@ and `swarm-drain` takes a node out of service. The hub stays on the manager; `de
 runs each user's server as a service on a worker, always the one that holds their volume
 (hub/hubswarm.py). docs/swarm.md says how to choose and what a lost node means.
 """
+import re
+
 from invoke import task
 from invoke.exceptions import Exit
 
@@ -13,6 +15,20 @@ from tasks.swarmnodes import (MANAGER_LABEL, SSH_LABEL, open_node, service_task,
                               user_services)
 
 SWARM_PORT = 2377
+# An SSH host as -H takes it: [user@]host[:port], a name from ~/.ssh/config, or [IPv6]:port.
+SSH_HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+def worker_hosts(text: str) -> list:
+    """The comma-separated SSH hosts of swarm-join, checked; Exit naming a bad one."""
+    hosts = [host.strip() for host in text.split(",") if host.strip()]
+    if not hosts:
+        raise Exit("Name the workers to join: swarm-join admin@worker1,admin@worker2")
+    for host in hosts:
+        if not SSH_HOST.match(host):
+            raise Exit(f"{shown(host)!r} is not an SSH host: give [user@]host[:port] or a Host "
+                       "name from ~/.ssh/config, comma-separated (admin@worker1,admin@worker2).")
+    return hosts
 
 
 def _label_node(client, node_id: str, labels: dict) -> None:
@@ -49,6 +65,9 @@ def swarm_init(c, advertise_addr=""):
                        + ("\nName the address the workers should use with --advertise-addr."
                           if "advertise" in str(error.explanation) else ""))
         print("swarm: this engine is now a swarm manager")
+    else:
+        print("swarm: this engine is a swarm manager already; the deployment's servers will "
+              "run on its workers")
     state = _swarm_state(client)
     _label_node(client, state["NodeID"], {
         MANAGER_LABEL: "1", SSH_LABEL: given_host(run.c) if is_remote(run.c) else ""})
@@ -69,9 +88,7 @@ def swarm_join(c, workers):
 
     run = Run.of(c, "swarm-join", workers, would="install Docker on the workers as needed "
                  "and join them to the swarm")
-    hosts = [host.strip() for host in workers.split(",") if host.strip()]
-    if not hosts:
-        raise Exit("Name the workers to join: swarm-join admin@worker1,admin@worker2")
+    hosts = worker_hosts(workers)
     client = run.client
     if swarm_of(client, run.settings.project) is None:
         raise Exit(f"This engine is not a swarm manager made by this tool: run "

@@ -56,3 +56,28 @@ def test_a_node_is_found_by_hostname_ssh_host_or_id(given):
 def test_an_unknown_node_is_refused_naming_the_nodes():
     with pytest.raises(Exit, match=r"no node 'w9' in the swarm; its nodes: m, w1, w2"):
         swarm().node("w9")
+
+
+@pytest.mark.parametrize("given, hosts", [
+    ("admin@worker1,admin@worker2", ["admin@worker1", "admin@worker2"]),
+    (" jhworker1 , root@10.0.0.5:2222,", ["jhworker1", "root@10.0.0.5:2222"]),
+    ("admin@[fd00::5]:22", ["admin@[fd00::5]:22"])])
+def test_swarm_join_takes_ssh_hosts_comma_separated(given, hosts):
+    from tasks.swarm import worker_hosts
+
+    assert worker_hosts(given) == hosts
+
+
+@pytest.mark.parametrize("given", ["w1;rm -rf /", "w1 w2", "$(id)", "-oProxyCommand=x", "a@b@c"])
+def test_swarm_join_refuses_what_is_not_an_ssh_host_before_connecting(given):
+    from tasks.swarm import worker_hosts
+
+    with pytest.raises(Exit, match="is not an SSH host: give \\[user@\\]host\\[:port\\]"):
+        worker_hosts(given)
+
+
+def test_swarm_join_without_hosts_says_how():
+    from tasks.swarm import worker_hosts
+
+    with pytest.raises(Exit, match="Name the workers to join"):
+        worker_hosts(" , ")
