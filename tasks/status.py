@@ -206,8 +206,7 @@ def collect(run) -> dict:
 def swarm_servers(report: dict, run, client, activity: dict, now) -> None:
     """The swarm's nodes, and the servers running as services there: which user's runs on
     which node (the figures of memory and CPU are on the nodes' engines, not asked here)."""
-    from tasks.names import USER_LABEL
-    from tasks.swarmnodes import service_task, user_services
+    from tasks.swarmnodes import service_task, service_user, user_services
 
     swarm, limits = run.swarm, run.settings.limits
     names = {node.id: node.name for node in swarm.nodes}
@@ -215,7 +214,7 @@ def swarm_servers(report: dict, run, client, activity: dict, now) -> None:
                         "availability": n.availability, "ssh": n.ssh, "homes": list(n.homes)}
                        for n in swarm.nodes]
     for service in user_services(client, run.settings.project):
-        user = (service.attrs["Spec"].get("Labels") or {}).get(USER_LABEL, service.name)
+        user = service_user(service)
         node_id, state = service_task(service)
         record = server_record(user, state, None, None, limits, activity.get(user), now)
         record["node"] = names.get(node_id, node_id[:12] or None)
@@ -303,11 +302,9 @@ def logs(c, user="", follow=False, tail=200):
         # that, the container's name need not be worked out again here.
         found = labelled_containers(run.client, settings.project, "user-server", user=user)
         if not found and run.swarm is not None:  # a service on a worker: the manager has its log
-            from tasks.names import USER_LABEL
             from tasks.swarmnodes import user_services
 
-            found = [s for s in user_services(run.client, settings.project)
-                     if (s.attrs["Spec"].get("Labels") or {}).get(USER_LABEL) == user]
+            found = user_services(run.client, settings.project, user=user)
             if found:
                 run.c.run(shlex.join(["docker", "service", "logs", "--tail", str(int(tail)),
                                       *follow_flag, found[0].name]), warn=True)

@@ -9,10 +9,9 @@ import re
 from invoke import task
 from invoke.exceptions import Exit
 
-from tasks.names import USER_LABEL
 from tasks.show import shown
-from tasks.swarmnodes import (MANAGER_LABEL, SSH_LABEL, open_node, service_task, swarm_of,
-                              user_services)
+from tasks.swarmnodes import (MANAGER_LABEL, SSH_LABEL, open_node, service_task, service_user,
+                              update_node_labels, user_services)
 
 SWARM_PORT = 2377
 # An SSH host as -H takes it: [user@]host[:port], a name from ~/.ssh/config, or [IPv6]:port.
@@ -29,13 +28,6 @@ def worker_hosts(text: str) -> list:
             raise Exit(f"{shown(host)!r} is not an SSH host: give [user@]host[:port] or a Host "
                        "name from ~/.ssh/config, comma-separated (admin@worker1,admin@worker2).")
     return hosts
-
-
-def _label_node(client, node_id: str, labels: dict) -> None:
-    """Add labels to a node's spec (the node's own version, so a concurrent change fails)."""
-    attrs = client.api.inspect_node(node_id)
-    spec = {**attrs["Spec"], "Labels": {**(attrs["Spec"].get("Labels") or {}), **labels}}
-    client.api.update_node(node_id, attrs["Version"]["Index"], spec)
 
 
 def _swarm_state(client) -> dict:
@@ -69,7 +61,7 @@ def swarm_init(c, advertise_addr=""):
         print("swarm: this engine is a swarm manager already; the deployment's servers will "
               "run on its workers")
     state = _swarm_state(client)
-    _label_node(client, state["NodeID"], {
+    update_node_labels(client, state["NodeID"], {
         MANAGER_LABEL: "1", SSH_LABEL: given_host(run.c) if is_remote(run.c) else ""})
     address = state.get("NodeAddr", "?")
     print(f"swarm: manager {state['NodeID'][:12]} at {address}:{SWARM_PORT}; add workers with "
@@ -90,12 +82,12 @@ def swarm_join(c, workers):
                  "and join them to the swarm")
     hosts = worker_hosts(workers)
     client = run.client
-    if swarm_of(client, run.settings.project) is None:
+    if run.swarm is None:
         raise Exit(f"This engine is not a swarm manager made by this tool: run "
                    f"`{command_line(run.c, 'swarm-init')}` first.")
     manager = _swarm_state(client)
-    token = client.swarm.attrs["JoinTokens"]["Worker"]
-    cluster = client.swarm.attrs["ID"]
+    swarm = client.swarm.attrs  # each `client.swarm` asks the engine again
+    token, cluster = swarm["JoinTokens"]["Worker"], swarm["ID"]
     for host in hosts:
         with open_node(run.c, host) as connection:
             ensure_engine_on_host(connection, host)
@@ -112,7 +104,7 @@ def swarm_join(c, workers):
                 print(f"swarm: {host} joined as a worker")
             node_id = _swarm_state(worker)["NodeID"]
             worker.close()
-        _label_node(client, node_id, {SSH_LABEL: host})
+        update_node_labels(client, node_id, {SSH_LABEL: host})
     # The next deploy must not take the quick path: the new workers need the images.
     applied.forget(run.record)
     print(f"swarm: run `{command_line(run.c, 'deploy')}` to give the workers the images")
@@ -127,7 +119,7 @@ def swarm_drain(c, node):
     from tasks.target import command_line
 
     run = Run.of(c, "swarm-drain", node, would="stop the servers on the node and drain it")
-    swarm = swarm_of(run.client, run.settings.project)
+    swarm = run.swarm
     if swarm is None:
         raise Exit("This deployment does not run on a swarm this tool made: nothing to drain.")
     target = swarm.node(node)
@@ -136,7 +128,7 @@ def swarm_drain(c, node):
         stopped = []
         for service in user_services(client, run.settings.project):
             if service_task(service)[0] == target.id:
-                stopped.append(service.attrs["Spec"].get("Labels", {}).get(USER_LABEL, service.name))
+                stopped.append(service_user(service))
                 service.remove()
         attrs = client.api.inspect_node(target.id)
         client.api.update_node(target.id, attrs["Version"]["Index"],

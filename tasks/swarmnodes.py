@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from invoke.exceptions import Exit
 
+from tasks.names import LABEL, USER_LABEL, escape_username, label_filter
 from tasks.show import shown
 
-LABEL = "org.jupyterhub-deploy"
 MANAGER_LABEL = f"{LABEL}.manager"
 SSH_LABEL = f"{LABEL}.ssh"
 
@@ -27,6 +27,22 @@ def hub_env(swarm) -> dict:
 
 def home_prefix(project: str) -> str:
     return f"{LABEL}.home.{project}."
+
+
+def home_key(project: str, user: str) -> str:
+    """The label of the node that holds the user's volume, as hub/hubswarm.py home_key
+    writes it (the hub's image cannot import this module; a unit test holds them equal)."""
+    return home_prefix(project) + escape_username(user)
+
+
+def update_node_labels(client, node_id: str, add: dict = None, remove=()) -> None:
+    """Add and remove labels of a node, against the node's own version (a concurrent change
+    fails rather than being overwritten)."""
+    attrs = client.api.inspect_node(node_id)
+    labels = {**(attrs["Spec"].get("Labels") or {}), **(add or {})}
+    for key in remove:
+        labels.pop(key, None)
+    client.api.update_node(node_id, attrs["Version"]["Index"], {**attrs["Spec"], "Labels": labels})
 
 
 @dataclass(frozen=True)
@@ -91,10 +107,15 @@ def swarm_of(client, project: str):
     return Swarm(tuple(nodes))
 
 
-def user_services(client, project: str) -> list:
-    """The deployment's user servers on the swarm: services the hub labelled."""
-    return client.services.list(filters={"label": [f"{LABEL}.project={project}",
-                                                   f"{LABEL}.role=user-server"]})
+def user_services(client, project: str, **extra: str) -> list:
+    """The deployment's user servers on the swarm (`user=NAME`: that user's): services the
+    hub labelled."""
+    return client.services.list(filters=label_filter(project, "user-server", **extra))
+
+
+def service_user(service) -> str:
+    """The user a server's service belongs to, by the hub's label."""
+    return (service.attrs["Spec"].get("Labels") or {}).get(USER_LABEL, service.name)
 
 
 def service_task(service):

@@ -279,7 +279,8 @@ class Upgrade:
         restored = ""
         if self.database_touched and self.archive:
             restored = self.restore_database()
-        ended = stop_servers_started_after(self.client, settings.project, self.stopped_at)
+        ended = stop_servers_started_after(self.client, settings.project, self.stopped_at,
+                                           self.run.swarm)
         remove_check_volume(self.client, settings.project)
         version = self.start_previous()
         said = [f"JupyterHub {version} (the previous hub) answers again",
@@ -349,7 +350,7 @@ def engine_now(client) -> str:
     return client.info().get("SystemTime", "")
 
 
-def stop_servers_started_after(client, project: str, since: str) -> list:
+def stop_servers_started_after(client, project: str, since: str, swarm=None) -> list:
     """Stop the user servers started after `since` (the engine's time the old hub stopped):
     only a hub that is being rolled back can have started them. Their volumes stay."""
     from tasks.lifecycle import stop_and_remove
@@ -361,11 +362,11 @@ def stop_servers_started_after(client, project: str, since: str) -> list:
         if container.attrs["State"].get("StartedAt", "") > since[:26]:
             stop_and_remove(container)
             ended.append(container.labels.get(USER_LABEL, container.name))
-    if (client.info().get("Swarm") or {}).get("ControlAvailable"):  # servers on the workers
-        from tasks.swarmnodes import user_services
+    if swarm is not None:  # its servers are services, on the workers
+        from tasks.swarmnodes import service_user, user_services
 
         for service in user_services(client, project):
             if service.attrs.get("CreatedAt", "") > since[:26]:
                 service.remove()
-                ended.append((service.attrs["Spec"].get("Labels") or {}).get(USER_LABEL, service.name))
+                ended.append(service_user(service))
     return sorted(set(ended))

@@ -212,7 +212,6 @@ def restore_place(dep, engines, target, node: str) -> tuple:
     or None). On a swarm a user's volume is restored on their home node, or on --node,
     which then becomes their home; their server may not run meanwhile on another node."""
     from tasks.backup.nodes import on_node
-    from tasks.names import USER_LABEL
     from tasks.show import shown
     from tasks.swarmnodes import user_services
     from tasks.target import command_line
@@ -231,9 +230,8 @@ def restore_place(dep, engines, target, node: str) -> tuple:
     if dest.role != "worker" or not dest.usable:
         raise Exit(f"Node {shown(dest.name)} cannot hold users' files now ({dest.role}, "
                    f"{dest.state}, {dest.availability}): choose a ready, active worker.")
-    if home is not None and home.id != dest.id and any(
-            (s.attrs["Spec"].get("Labels") or {}).get(USER_LABEL) == target.user
-            for s in user_services(dep.client, dep.project)):
+    if home is not None and home.id != dest.id and user_services(dep.client, dep.project,
+                                                                 user=target.user):
         raise Exit(f"{target.user}'s server runs (on {shown(home.name)}): stop it first (the "
                    "admin panel, or the user's File > Hub Control Panel), then restore.")
     return on_node(dep, engines, dest), dest

@@ -8,9 +8,8 @@ from dataclasses import replace
 
 from invoke.exceptions import Exit
 
-from tasks.names import escape_username
 from tasks.show import shown
-from tasks.swarmnodes import LABEL, open_node
+from tasks.swarmnodes import home_key, open_node, update_node_labels
 
 
 class Engines(ExitStack):
@@ -36,11 +35,6 @@ class Engines(ExitStack):
         return self.clients[node.id]
 
 
-def home_key(project: str, user: str) -> str:
-    """hub/hubswarm.py's label for the user's home node."""
-    return f"{LABEL}.home.{project}.{escape_username(user)}"
-
-
 def on_node(dep, engines: Engines, node):
     """The deployment as seen from one node's engine, for the helper containers there."""
     if node.state != "ready":
@@ -64,21 +58,13 @@ def for_target(dep, engines: Engines, target):
 def move_home(dep, user: str, node) -> str:
     """Make `node` the user's home (after a restore there): the label moves from the node
     that had it. Returns what was done, for the caller to print."""
-    key, client = home_key(dep.project, user), dep.client
     old = dep.swarm.home_of(user)
     if old is not None and old.id == node.id:
         return ""
-    for changed, add in ((old, False), (node, True)):
-        if changed is None:
-            continue
-        attrs = client.api.inspect_node(changed.id)
-        labels = dict(attrs["Spec"].get("Labels") or {})
-        if add:
-            labels[key] = user
-        else:
-            labels.pop(key, None)
-        client.api.update_node(changed.id, attrs["Version"]["Index"],
-                               {**attrs["Spec"], "Labels": labels})
+    key = home_key(dep.project, user)
+    update_node_labels(dep.client, node.id, add={key: user})
+    if old is not None:
+        update_node_labels(dep.client, old.id, remove=[key])
     return (f"{user}'s server now starts on {shown(node.name)}"
             + (f" (it was {shown(old.name)}, where the old volume stays until you remove it)"
                if old is not None else ""))

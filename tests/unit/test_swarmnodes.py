@@ -81,3 +81,36 @@ def test_swarm_join_without_hosts_says_how():
 
     with pytest.raises(Exit, match="Name the workers to join"):
         worker_hosts(" , ")
+
+
+@pytest.mark.parametrize("user", ["alice", "deploy.check", "o'brien-ü"])
+def test_the_tasks_and_the_hub_spell_a_users_home_label_alike(user):
+    import sys
+    from pathlib import Path
+
+    from tasks.names import escape_username
+    from tasks.swarmnodes import home_key
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hub"))
+    import hubswarm
+
+    assert home_key("jhx", user) == hubswarm.home_key("jhx", escape_username(user))
+
+
+def test_node_labels_are_added_and_removed_against_the_nodes_version():
+    from tasks.swarmnodes import update_node_labels
+
+    class API:
+        updated = None
+
+        def inspect_node(self, node_id):
+            return {"Version": {"Index": 9},
+                    "Spec": {"Role": "worker", "Labels": {"keep": "1", "gone": "x"}}}
+
+        def update_node(self, node_id, version, spec):
+            self.updated = (node_id, version, spec)
+
+    client = type("Client", (), {"api": API()})()
+    update_node_labels(client, "n1", add={"new": "alice"}, remove=["gone"])
+    assert client.api.updated == ("n1", 9, {"Role": "worker",
+                                             "Labels": {"keep": "1", "new": "alice"}})
